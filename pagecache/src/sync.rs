@@ -1,0 +1,60 @@
+//! The locks and atomics the cache is built on.
+//!
+//! Normally these are `parking_lot`'s locks and `std`'s atomics. With the `shuttle` feature they
+//! are shuttle's, so `tests/shuttle_model.rs` can explore the thread interleavings of the pin /
+//! evict / write-back protocol. Both sides expose the same small API: `lock()`, `read()` and
+//! `write()` return guards directly.
+
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+#[cfg(not(feature = "shuttle"))]
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+#[cfg(feature = "shuttle")]
+pub(crate) use shuttle_locks::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+#[cfg(feature = "shuttle")]
+mod shuttle_locks {
+    use std::sync::PoisonError;
+
+    pub(crate) use shuttle::sync::{MutexGuard, RwLockReadGuard, RwLockWriteGuard};
+
+    /// shuttle's mutex with `parking_lot`'s signature. A panic in a model test fails the test
+    /// anyway, so poisoning is ignored.
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(shuttle::sync::Mutex<T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(shuttle::sync::Mutex::new(value))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+
+    /// shuttle's reader-writer lock with `parking_lot`'s signature.
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(shuttle::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(value: T) -> Self {
+            Self(shuttle::sync::RwLock::new(value))
+        }
+
+        pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        pub(crate) fn into_inner(self) -> T {
+            self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}
