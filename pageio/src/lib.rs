@@ -11,8 +11,10 @@
 //! - `FaultyPageIo` (feature `test-utils`): a wrapper that injects errors, short writes and
 //!   crashes that drop unsynced writes.
 //!
-//! A custom backend checks itself against the contract with `conformance::run_all` (feature
-//! `test-utils`).
+//! A custom backend implements [`PageIo`] with the help of [`check_page_size`],
+//! [`check_buffer`] / [`check_buffers`] and [`page_offset`] / [`byte_len`], and checks itself
+//! against the contract with `conformance::run_all` (feature `test-utils`); the crate's
+//! `custom_backend` example shows one.
 //!
 //! ```
 //! use pageio::{MemPageIo, PageIo};
@@ -109,7 +111,10 @@ pub trait PageIo: Send + Sync + fmt::Debug + 'static {
     /// with [`Error::BufferSize`] and no buffer is touched. The default then reads the pages one
     /// by one in the given order and stops at the first error.
     fn read_pages(&self, pages: &mut [(u64, &mut [u8])]) -> Result<()> {
-        check_buffers(self.page_size(), pages.iter().map(|(no, buf)| (*no, buf.len())))?;
+        check_buffers(
+            self.page_size(),
+            pages.iter().map(|(no, buf)| (*no, buf.len())),
+        )?;
         for (no, buf) in pages.iter_mut() {
             self.read_page(*no, buf)?;
         }
@@ -123,7 +128,10 @@ pub trait PageIo: Send + Sync + fmt::Debug + 'static {
     /// about order or atomicity: on an I/O error, any subset may have been written. The default
     /// writes the pages one by one in the given order and stops at the first error.
     fn write_pages(&self, pages: &[(u64, &[u8])]) -> Result<()> {
-        check_buffers(self.page_size(), pages.iter().map(|(no, buf)| (*no, buf.len())))?;
+        check_buffers(
+            self.page_size(),
+            pages.iter().map(|(no, buf)| (*no, buf.len())),
+        )?;
         for (no, buf) in pages {
             self.write_page(*no, buf)?;
         }
@@ -132,7 +140,8 @@ pub trait PageIo: Send + Sync + fmt::Debug + 'static {
 
     /// Shrinks (or grows) the device to `num_pages` pages; pages at or past the new end read as
     /// zeros afterwards. Not every backend can do this: the default returns
-    /// [`Error::Unsupported`]. Like a write, the new size is durable only after [`sync`](PageIo::sync).
+    /// [`Error::Unsupported`]. Like a write, the new size is durable only after
+    /// [`sync`](PageIo::sync).
     fn truncate(&self, num_pages: u64) -> Result<()> {
         let _ = num_pages;
         Err(Error::Unsupported { op: Op::Truncate })
