@@ -25,7 +25,8 @@ use pageio::PageIo;
 
 use crate::lru::Lru;
 use crate::sync::{
-    AtomicBool, AtomicU8, AtomicUsize, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
 };
 use crate::{CacheConfig, CacheStats, Error, Result};
 
@@ -55,6 +56,9 @@ struct Frame {
     /// The page's bytes. Empty until the filler installs the buffer (it holds the write lock
     /// from before the frame is published until the fill is done).
     data: RwLock<Box<[u8]>>,
+    /// The address of `data`'s buffer, published by the filler with the buffer and unchanged
+    /// after; for [`PageRef::as_ptr`].
+    ptr: AtomicPtr<u8>,
 }
 
 impl Frame {
@@ -67,6 +71,7 @@ impl Frame {
             error: OnceLock::new(),
             listed: AtomicBool::new(false),
             data: RwLock::new(Box::default()),
+            ptr: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -102,7 +107,10 @@ impl State {
     /// Pins `frame`. Must be called under the state lock: that is what makes 0 → 1 safe.
     fn pin(&mut self, frame: &Frame) {
         frame.pins.fetch_add(1, Relaxed);
-        if !frame.listed.swap(true, Relaxed) {
+        // Plain load and store, not a swap: `listed` only changes under the state lock, and this
+        // is the hit path.
+        if !frame.listed.load(Relaxed) {
+            frame.listed.store(true, Relaxed);
             self.maybe_pinned.push(frame.no);
         }
     }
@@ -168,7 +176,11 @@ impl State {
 
     /// Removes a frame whose fill failed, if it is still the one indexed under its number.
     fn remove_failed(&mut self, frame: &Arc<Frame>) {
-        if self.lru.peek(frame.no).is_some_and(|f| Arc::ptr_eq(f, frame)) {
+        if self
+            .lru
+            .peek(frame.no)
+            .is_some_and(|f| Arc::ptr_eq(f, frame))
+        {
             self.lru.remove(frame.no);
         }
     }
@@ -369,12 +381,10 @@ impl PageCache {
                     .zip(batch.chunks(ps))
                     .map(|(f, buf)| (f.no, buf))
                     .collect();
-                self.io
-                    .write_pages(&pages)
-                    .map_err(|source| Error::Flush {
-                        page: Some(chunk[0].no),
-                        source,
-                    })
+                self.io.write_pages(&pages).map_err(|source| Error::Flush {
+                    page: Some(chunk[0].no),
+                    source,
+                })
             })
             .and_then(|()| {
                 self.io
@@ -391,6 +401,33 @@ impl PageCache {
         }
         drop(pins);
         result
+    }
+
+    /// Shrinks (or grows) the backend to `num_pages` pages, first dropping every cached page at
+    /// or past the new end, dirty or not: their contents are discarded.
+    ///
+    /// Fails with [`Error::Pinned`] (changing nothing) if such a page is pinned, and with
+    /// [`Error::Truncate`] if the backend refuses. Callers must not fetch pages at or past the
+    /// new end while this runs. Like a write, the new size is durable after the next flush.
+    pub fn truncate(&self, num_pages: u64) -> Result<()> {
+        {
+            let mut st = self.state.lock();
+            let doomed: Vec<Arc<Frame>> = st
+                .lru
+                .values()
+                .filter(|f| f.no >= num_pages)
+                .cloned()
+                .collect();
+            if let Some(pinned) = doomed.iter().find(|f| f.pins.load(Acquire) > 0) {
+                return Err(Error::Pinned { page: pinned.no });
+            }
+            for frame in &doomed {
+                st.lru.remove(frame.no);
+            }
+        }
+        self.io
+            .truncate(num_pages)
+            .map_err(|source| Error::Truncate { num_pages, source })
     }
 
     fn fetch(&self, no: u64, fill: Fill) -> Result<PageRef<'_>> {
@@ -460,6 +497,7 @@ impl PageCache {
             }
         };
         **data = buf;
+        frame.ptr.store(data.as_mut_ptr(), Release);
         match outcome {
             Ok(()) => {
                 frame.status.store(READY, Release);
@@ -590,6 +628,26 @@ impl PageRef<'_> {
     #[must_use]
     pub fn is_dirty(&self) -> bool {
         self.frame.dirty.load(Acquire)
+    }
+
+    /// Marks the page dirty without taking a write guard, for a layer that writes through
+    /// [`as_ptr`](Self::as_ptr). Call it after such a write and before the next flush.
+    pub fn mark_dirty(&self) {
+        self.frame.dirty.store(true, Release);
+    }
+
+    /// The address of the page's bytes (`page_size` of them), for layers that manage access to
+    /// sub-ranges of pages themselves (the block cache hands out disjoint slices of one page to
+    /// several owners at once).
+    ///
+    /// The address is stable and valid while this pin, or any other pin of the page, lives.
+    /// Getting it is safe; using it is not: the caller must make sure its reads and writes never
+    /// race with a [`read`](Self::read) or [`write`](Self::write) guard of the same page, nor with
+    /// [`PageCache::flush`] (the only cache operation that reads a pinned page), and must call
+    /// [`mark_dirty`](Self::mark_dirty) after writing.
+    #[must_use]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.frame.ptr.load(Acquire)
     }
 }
 

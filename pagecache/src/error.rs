@@ -36,6 +36,21 @@ pub enum Error {
         #[source]
         source: pageio::Error,
     },
+    /// [`PageCache::truncate`](crate::PageCache::truncate) would drop a page that is pinned.
+    #[error("cannot truncate: page {page} past the new end is pinned")]
+    Pinned {
+        /// The pinned page.
+        page: u64,
+    },
+    /// The backend could not be truncated.
+    #[error("truncating the backend to {num_pages} pages failed")]
+    Truncate {
+        /// The size asked for, in pages.
+        num_pages: u64,
+        /// The backend's error.
+        #[source]
+        source: pageio::Error,
+    },
     /// A flush failed: a batch write starting at `page`, or the final sync (`page` is `None`).
     /// Every page the flush had not yet made durable stays dirty; flush again to retry.
     #[error("flush failed {}", match .page { Some(p) => format!("writing the batch at page {p}"), None => "syncing the backend".to_owned() })]

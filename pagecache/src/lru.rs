@@ -213,6 +213,10 @@ mod tests {
         };
         let low_bits: std::collections::HashSet<u64> =
             (0..1024u64).map(|k| hash(k << 12) & 1023).collect();
-        assert!(low_bits.len() > 512, "strided keys collide: {}", low_bits.len());
+        assert!(
+            low_bits.len() > 512,
+            "strided keys collide: {}",
+            low_bits.len()
+        );
     }
 }
