@@ -16,7 +16,6 @@
 //! is handed to the backend. A write can therefore never slip between "written" and "clean".
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::{Arc, OnceLock};
@@ -25,8 +24,7 @@ use pageio::PageIo;
 
 use crate::lru::Lru;
 use crate::sync::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, RwLock, RwLockReadGuard,
-    RwLockWriteGuard,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use crate::{CacheConfig, CacheStats, Error, Result};
 
@@ -75,6 +73,8 @@ impl Frame {
         }
     }
 
+    /// Releases one pin. The caller must not touch the frame afterwards unless it holds
+    /// another pin or an `Arc` to it: an unpinned frame outside the index may be freed at once.
     fn unpin(&self) {
         self.pins.fetch_sub(1, Release);
     }
@@ -84,6 +84,9 @@ impl Frame {
 struct State {
     /// Resident frames by page number, in order of last lookup.
     lru: Lru<Arc<Frame>>,
+    /// Frames whose fill failed, taken out of the index while callers that waited for the fill
+    /// still pin them; freed once unpinned (swept on misses).
+    graveyard: Vec<Arc<Frame>>,
     /// Page numbers of frames pinned since they were last seen unpinned: a superset of the
     /// pinned resident frames, trimmed by [`State::count_pinned`]. Unpinning needs no lock, so
     /// the exact count is only worked out when eviction needs it.
@@ -174,14 +177,18 @@ impl State {
         Room::Made(evicted)
     }
 
-    /// Removes a frame whose fill failed, if it is still the one indexed under its number.
-    fn remove_failed(&mut self, frame: &Arc<Frame>) {
-        if self
-            .lru
-            .peek(frame.no)
-            .is_some_and(|f| Arc::ptr_eq(f, frame))
-        {
-            self.lru.remove(frame.no);
+    /// Takes a frame whose fill failed out of the index (it always is still there: a frame
+    /// being filled is pinned). It stays alive in the graveyard while its waiters pin it.
+    fn remove_failed(&mut self, no: u64) {
+        if let Some(frame) = self.lru.remove(no) {
+            self.graveyard.push(frame);
+        }
+    }
+
+    /// Frees failed frames nobody pins any more.
+    fn sweep_graveyard(&mut self) {
+        if !self.graveyard.is_empty() {
+            self.graveyard.retain(|f| f.pins.load(Acquire) > 0);
         }
     }
 }
@@ -261,6 +268,7 @@ impl PageCache {
             config,
             state: Mutex::new(State {
                 lru: Lru::new(),
+                graveyard: Vec::new(),
                 maybe_pinned: Vec::new(),
                 hits: 0,
                 misses: 0,
@@ -434,33 +442,58 @@ impl PageCache {
         loop {
             let mut st = self.state.lock();
             if let Some(frame) = st.lru.touch(no) {
-                let frame = Arc::clone(frame);
-                st.pin(&frame);
+                let frame = self.attach(frame);
+                st.pin(frame);
                 st.hits += 1;
                 drop(st);
                 return Self::wait_ready(frame);
             }
+            st.sweep_graveyard();
             match st.make_room(self.config.capacity()) {
                 Room::WriteBack(victim) => {
                     drop(st);
                     self.write_back(&victim)?;
                 }
                 Room::Made(evicted) => {
-                    let frame = Arc::new(Frame::new(no));
+                    let new = Arc::new(Frame::new(no));
+                    let frame = self.attach(&new);
                     // The lock is new and unshared: this cannot block. Holding it from before
                     // the frame is published makes every other lookup wait for the fill.
                     let mut data = frame.data.write();
-                    st.pin(&frame);
+                    st.pin(frame);
                     st.misses += 1;
-                    st.lru.insert(no, Arc::clone(&frame));
+                    st.lru.insert(no, new);
                     drop(st);
                     let buf = self.page_buffer(evicted, fill);
-                    let filled = self.fill(&frame, &mut data, buf, fill);
+                    let filled = self.fill(frame, &mut data, buf, fill);
                     drop(data);
-                    return filled.map(|()| PageRef::new(frame));
+                    return match filled {
+                        Ok(()) => Ok(PageRef::new(frame)),
+                        Err(e) => {
+                            frame.unpin();
+                            Err(e)
+                        }
+                    };
                 }
             }
         }
+    }
+
+    /// Borrows a frame for as long as the cache is borrowed.
+    ///
+    /// Sound only for a frame that is pinned (or about to be, under the same hold of the state
+    /// lock) and kept alive by an `Arc` in the index or the graveyard: the cache drops its `Arc`
+    /// only after taking the frame out of both with no pins left, so a pin keeps it alive.
+    #[allow(
+        clippy::unused_self,
+        reason = "`self` is what the returned lifetime borrows"
+    )]
+    fn attach<'a>(&'a self, frame: &Arc<Frame>) -> &'a Frame {
+        // SAFETY: the index or graveyard (owned by `self`, which outlives 'a) holds an `Arc`
+        // to this frame until its pins drop to zero, and the caller pins it before releasing
+        // the state lock; the `PageRef` that carries the reference holds that pin for as long
+        // as it uses it. An `Arc`'s pointee never moves, and frames are only shared (`&`).
+        unsafe { &*Arc::as_ptr(frame) }
     }
 
     /// A buffer for a new frame: an evicted frame's, when one is free for reuse.
@@ -484,7 +517,7 @@ impl PageCache {
     /// Fills a new frame whose write lock the caller holds, and publishes the outcome.
     fn fill(
         &self,
-        frame: &Arc<Frame>,
+        frame: &Frame,
         data: &mut RwLockWriteGuard<'_, Box<[u8]>>,
         mut buf: Box<[u8]>,
         fill: Fill,
@@ -507,8 +540,9 @@ impl PageCache {
                 let err = Arc::new(e);
                 let _ = frame.error.set(Arc::clone(&err));
                 frame.status.store(FAILED, Release);
-                self.state.lock().remove_failed(frame);
-                frame.unpin();
+                // The caller unpins once it has released the write lock: after the unpin the
+                // frame may be freed.
+                self.state.lock().remove_failed(frame.no);
                 Err(Error::Read {
                     page: frame.no,
                     source: err,
@@ -518,22 +552,23 @@ impl PageCache {
     }
 
     /// Waits until a frame found resident is filled, and pins it for the caller.
-    fn wait_ready<'a>(frame: Arc<Frame>) -> Result<PageRef<'a>> {
+    fn wait_ready(frame: &Frame) -> Result<PageRef<'_>> {
         if frame.status.load(Acquire) != READY {
             // The filler holds the write lock until the fill is over.
             drop(frame.data.read());
             if frame.status.load(Acquire) == FAILED {
-                let source = Arc::clone(
-                    frame
-                        .error
-                        .get()
-                        .expect("a failed fill stores its error before publishing FAILED"),
-                );
-                frame.unpin();
-                return Err(Error::Read {
+                let err = Error::Read {
                     page: frame.no,
-                    source,
-                });
+                    source: Arc::clone(
+                        frame
+                            .error
+                            .get()
+                            .expect("a failed fill stores its error before publishing FAILED"),
+                    ),
+                };
+                // Last use of `frame`: once unpinned it may be freed.
+                frame.unpin();
+                return Err(err);
             }
         }
         Ok(PageRef::new(frame))
@@ -587,19 +622,14 @@ impl Drop for PinSet<'_> {
 /// Cloning takes another pin on the same page. Content is reached through [`read`](Self::read)
 /// and [`write`](Self::write) guards, which lock the page like a reader-writer lock.
 pub struct PageRef<'a> {
-    frame: Arc<Frame>,
-    /// Ties the pin to the cache: writes through a pin must not outlive the cache that would
-    /// flush them.
-    _cache: PhantomData<&'a PageCache>,
+    /// Alive while pinned (see `PageCache::attach`); the lifetime ties the pin to the cache.
+    frame: &'a Frame,
 }
 
-impl PageRef<'_> {
+impl<'a> PageRef<'a> {
     /// Wraps a frame the caller pinned.
-    fn new(frame: Arc<Frame>) -> Self {
-        Self {
-            frame,
-            _cache: PhantomData,
-        }
+    fn new(frame: &'a Frame) -> Self {
+        Self { frame }
     }
 
     /// The page number.
@@ -655,7 +685,7 @@ impl Clone for PageRef<'_> {
     fn clone(&self) -> Self {
         // Not a 0 → 1 transition (we hold a pin), so no lock is needed.
         self.frame.pins.fetch_add(1, Relaxed);
-        Self::new(Arc::clone(&self.frame))
+        Self::new(self.frame)
     }
 }
 

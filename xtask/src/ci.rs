@@ -1,0 +1,40 @@
+//! `cargo xtask ci`: formatting, lints with warnings denied, then every test (`test-all`).
+
+use crate::steps::Step;
+use crate::test_all;
+
+/// Runs `ci`: the checks, then the steps of `test-all`, with one summary for all of them.
+pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
+    let mut plan = test_all::plan(opts)?;
+    let checks = [
+        Step::cargo("fmt", ["fmt", "--all", "--", "--check"]),
+        Step::cargo(
+            "clippy (workspace, all targets)",
+            [
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        // The shuttle feature swaps pagecache's locks: lint that build too.
+        Step::cargo(
+            "clippy (pagecache, shuttle)",
+            [
+                "clippy",
+                "-p",
+                "pagecache",
+                "--features",
+                "shuttle",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    plan.steps.splice(0..0, checks);
+    test_all::run_plan("ci", plan)
+}
