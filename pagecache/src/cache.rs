@@ -24,7 +24,8 @@ use pageio::PageIo;
 
 use crate::lru::Lru;
 use crate::sync::{
-    AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard,
+    AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Mutex, MutexGuard, RwLock, RwLockReadGuard,
+    RwLockWriteGuard,
 };
 use crate::{CacheConfig, CacheStats, Error, Result};
 
@@ -97,6 +98,9 @@ struct State {
     write_backs: u64,
     flushed: u64,
 }
+
+/// The state lock, held.
+type StateGuard<'a> = MutexGuard<'a, State>;
 
 /// What a miss must do before it can insert its page.
 enum Room {
@@ -439,8 +443,10 @@ impl PageCache {
     }
 
     fn fetch(&self, no: u64, fill: Fill) -> Result<PageRef<'_>> {
+        // A victim this miss wrote back and evicted: its buffer is reused for the new page.
+        let mut written_back = None;
+        let mut st = self.state.lock();
         loop {
-            let mut st = self.state.lock();
             if let Some(frame) = st.lru.touch(no) {
                 let frame = self.attach(frame);
                 st.pin(frame);
@@ -452,9 +458,12 @@ impl PageCache {
             match st.make_room(self.config.capacity()) {
                 Room::WriteBack(victim) => {
                     drop(st);
-                    self.write_back(&victim)?;
+                    let (relocked, evicted) = self.write_back(victim)?;
+                    st = relocked;
+                    written_back = evicted.or(written_back);
+                    // The lock was released: look the page up again before inserting it.
                 }
-                Room::Made(evicted) => {
+                Room::Made(mut evicted) => {
                     let new = Arc::new(Frame::new(no));
                     let frame = self.attach(&new);
                     // The lock is new and unshared: this cannot block. Holding it from before
@@ -464,6 +473,7 @@ impl PageCache {
                     st.misses += 1;
                     st.lru.insert(no, new);
                     drop(st);
+                    evicted.extend(written_back);
                     let buf = self.page_buffer(evicted, fill);
                     let filled = self.fill(frame, &mut data, buf, fill);
                     drop(data);
@@ -575,8 +585,9 @@ impl PageCache {
     }
 
     /// Writes a dirty victim back, then evicts it unless it was pinned or dirtied meanwhile.
-    /// The caller pinned it under the lock.
-    fn write_back(&self, victim: &Arc<Frame>) -> Result<()> {
+    /// The caller pinned it under the lock. Returns with the state lock held again (the caller
+    /// goes on with its miss), and the victim if it was evicted, for its buffer.
+    fn write_back(&self, victim: Arc<Frame>) -> Result<(StateGuard<'_>, Option<Arc<Frame>>)> {
         let written = {
             let data = victim.data.read();
             let result = self.io.write_page(victim.no, &data);
@@ -585,24 +596,24 @@ impl PageCache {
             }
             result
         };
-        let mut st = self.state.lock();
-        let result = match written {
-            Ok(()) => {
-                st.write_backs += 1;
-                // Only our pin left (nobody can add one: we hold the lock) and still clean.
-                if victim.pins.load(Acquire) == 1 && !victim.dirty.load(Acquire) {
-                    st.lru.remove(victim.no);
-                    st.evictions += 1;
-                }
-                Ok(())
-            }
-            Err(source) => Err(Error::WriteBack {
+        if let Err(source) = written {
+            let err = Error::WriteBack {
                 page: victim.no,
                 source,
-            }),
-        };
+            };
+            victim.unpin();
+            return Err(err);
+        }
+        let mut st = self.state.lock();
+        st.write_backs += 1;
+        // Only our pin left (nobody can add one: we hold the lock) and still clean.
+        let evicted = victim.pins.load(Acquire) == 1 && !victim.dirty.load(Acquire);
+        if evicted {
+            st.lru.remove(victim.no);
+            st.evictions += 1;
+        }
         victim.unpin();
-        result
+        Ok((st, evicted.then_some(victim)))
     }
 }
 
