@@ -37,27 +37,31 @@ const READY: u8 = 1;
 const FAILED: u8 = 2;
 
 /// One resident page.
+///
+/// `repr(C)` with the fields a hit touches first, and 64-byte alignment: together with the
+/// `Arc` counts in front, a hit reads and writes one cache line of the frame.
+#[repr(C, align(64))]
 struct Frame {
-    no: u64,
     /// Live pins: `PageRef`s plus the temporary pins of an eviction write-back or a flush.
     /// 0 → 1 only under the state lock (see the module docs).
     pins: AtomicUsize,
-    /// The content is newer than the backend's. Set after taking `data`'s write lock; cleared
-    /// only while holding its read lock.
-    dirty: AtomicBool,
-    /// `LOADING`, `READY` or `FAILED`; changed only by the filler, while it holds `data`'s write
-    /// lock, so a waiter that gets a read lock sees the final value.
-    status: AtomicU8,
-    /// Set by the filler before `status` becomes `FAILED`.
-    error: OnceLock<Arc<pageio::Error>>,
-    /// Whether the frame is on `State::maybe_pinned`. Touched only under the state lock.
-    listed: AtomicBool,
     /// The page's bytes. Empty until the filler installs the buffer (it holds the write lock
     /// from before the frame is published until the fill is done).
     data: RwLock<Box<[u8]>>,
+    /// `LOADING`, `READY` or `FAILED`; changed only by the filler, while it holds `data`'s write
+    /// lock, so a waiter that gets a read lock sees the final value.
+    status: AtomicU8,
+    /// The content is newer than the backend's. Set after taking `data`'s write lock; cleared
+    /// only while holding its read lock.
+    dirty: AtomicBool,
+    /// Whether the frame is on `State::maybe_pinned`. Touched only under the state lock.
+    listed: AtomicBool,
+    no: u64,
     /// The address of `data`'s buffer, published by the filler with the buffer and unchanged
     /// after; for [`PageRef::as_ptr`].
     ptr: AtomicPtr<u8>,
+    /// Set by the filler before `status` becomes `FAILED`.
+    error: OnceLock<Arc<pageio::Error>>,
 }
 
 impl Frame {

@@ -33,19 +33,19 @@ impl Hasher for PageHasher {
 
 /// A map from page number to `V` that remembers the order of use, exactly.
 ///
-/// Values live in a slab; each use stamps the entry's slot with a fresh clock value and appends
+/// Each key has a slot; each use stamps the slot with a fresh clock value and appends
 /// `(slot, stamp)` to `order`. An entry of `order` is current when its slot still carries that
 /// stamp; the others are stale and skipped. So walking `order` from the front, current entries
-/// only, visits every key once, least recently used first: true LRU, with a hit costing one
-/// hash lookup and an append instead of the three or four scattered list nodes a linked-list
-/// LRU touches. `order` is compacted when more than three quarters of it is stale, which keeps
-/// it under `4 * len + 1024` entries and costs O(1) amortized per use; the check reads only the
-/// dense `stamps` array, never the hash table.
+/// only, visits every key once, least recently used first: true LRU. A hit costs one hash
+/// lookup (the bucket holds the value and the slot), a store into the dense `stamps` array and
+/// an append, instead of the three or four scattered list nodes a linked-list LRU touches.
+/// `order` is compacted when more than three quarters of it is stale, which keeps it under
+/// `4 * len + 1024` entries and costs O(1) amortized per use; compaction reads only `stamps`.
 pub(crate) struct Lru<V> {
-    index: HashMap<u64, u32, BuildHasherDefault<PageHasher>>,
-    /// Key and value of each slot; `None` for a free slot.
-    slots: Vec<Option<(u64, V)>>,
-    /// The stamp of each slot's last use (0 for a free slot; stamps start at 1).
+    index: HashMap<u64, (V, u32), BuildHasherDefault<PageHasher>>,
+    /// The key of each slot in use.
+    keys: Vec<u64>,
+    /// The stamp of each slot's last use; 0 for a free slot (stamps start at 1).
     stamps: Vec<u64>,
     free: Vec<u32>,
     order: VecDeque<(u32, u64)>,
@@ -56,7 +56,7 @@ impl<V> Lru<V> {
     pub(crate) fn new() -> Self {
         Self {
             index: HashMap::default(),
-            slots: Vec::new(),
+            keys: Vec::new(),
             stamps: Vec::new(),
             free: Vec::new(),
             order: VecDeque::new(),
@@ -74,38 +74,46 @@ impl<V> Lru<V> {
 
     /// Looks `key` up and makes it the most recently used.
     pub(crate) fn touch(&mut self, key: u64) -> Option<&V> {
-        let slot = *self.index.get(&key)?;
-        self.stamp(slot);
-        self.slots[slot as usize].as_ref().map(|(_, v)| v)
+        if self.order.len() > 4 * self.index.len() + 1024 {
+            self.compact();
+        }
+        let (value, slot) = self.index.get(&key)?;
+        self.clock += 1;
+        self.stamps[*slot as usize] = self.clock;
+        self.order.push_back((*slot, self.clock));
+        Some(value)
     }
 
     /// Looks `key` up without changing the order.
     pub(crate) fn peek(&self, key: u64) -> Option<&V> {
-        let slot = *self.index.get(&key)?;
-        self.slots[slot as usize].as_ref().map(|(_, v)| v)
+        self.index.get(&key).map(|(v, _)| v)
     }
 
     /// Inserts `key` as the most recently used. The key must not be present.
     pub(crate) fn insert(&mut self, key: u64, value: V) {
+        if self.order.len() > 4 * self.index.len() + 1024 {
+            self.compact();
+        }
         let slot = if let Some(slot) = self.free.pop() {
-            self.slots[slot as usize] = Some((key, value));
+            self.keys[slot as usize] = key;
             slot
         } else {
-            let slot = u32::try_from(self.slots.len()).expect("fewer than 2^32 resident pages");
-            self.slots.push(Some((key, value)));
+            let slot = u32::try_from(self.keys.len()).expect("fewer than 2^32 resident pages");
+            self.keys.push(key);
             self.stamps.push(0);
             slot
         };
-        let old = self.index.insert(key, slot);
+        let old = self.index.insert(key, (value, slot));
         debug_assert!(old.is_none(), "key {key} inserted twice");
-        self.stamp(slot);
+        self.clock += 1;
+        self.stamps[slot as usize] = self.clock;
+        self.order.push_back((slot, self.clock));
     }
 
     pub(crate) fn remove(&mut self, key: u64) -> Option<V> {
-        let slot = self.index.remove(&key)?;
+        let (value, slot) = self.index.remove(&key)?;
         self.stamps[slot as usize] = 0;
         self.free.push(slot);
-        let (_, value) = self.slots[slot as usize].take()?;
         while let Some(&front) = self.order.front() {
             if self.is_current(front) {
                 break;
@@ -119,7 +127,8 @@ impl<V> Lru<V> {
     pub(crate) fn iter_from_lru(&self) -> impl Iterator<Item = (u64, &V)> + '_ {
         self.order.iter().filter_map(|&entry| {
             if self.is_current(entry) {
-                self.slots[entry.0 as usize].as_ref().map(|(k, v)| (*k, v))
+                let key = self.keys[entry.0 as usize];
+                self.index.get(&key).map(|(v, _)| (key, v))
             } else {
                 None
             }
@@ -128,18 +137,13 @@ impl<V> Lru<V> {
 
     /// Every entry, in no particular order.
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> + '_ {
-        self.slots.iter().filter_map(|s| s.as_ref().map(|(_, v)| v))
+        self.index.values().map(|(v, _)| v)
     }
 
-    fn stamp(&mut self, slot: u32) {
-        if self.order.len() > 4 * self.index.len() + 1024 {
-            let stamps = &self.stamps;
-            self.order
-                .retain(|&(slot, stamp)| stamps[slot as usize] == stamp);
-        }
-        self.clock += 1;
-        self.stamps[slot as usize] = self.clock;
-        self.order.push_back((slot, self.clock));
+    fn compact(&mut self) {
+        let stamps = &self.stamps;
+        self.order
+            .retain(|&(slot, stamp)| stamps[slot as usize] == stamp);
     }
 
     fn is_current(&self, (slot, stamp): (u32, u64)) -> bool {
