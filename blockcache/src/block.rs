@@ -100,17 +100,23 @@ impl<'a> Block<'a> {
             return Ok(View::Single { page, ptr, len });
         }
         let mut pages = Vec::with_capacity((last - first + 1) as usize);
-        let mut buf = vec![0u8; len].into_boxed_slice();
+        // Filled by appending each page's part in order (the parts are contiguous), so the
+        // buffer is written once, never zeroed first.
+        let mut buf = Vec::with_capacity(len);
         for no in first..=last {
             let page = cache.pin(no, whole(no))?;
             let (in_page, in_buf, n) = overlap(no, ps, offset, end);
+            debug_assert_eq!(in_buf, buf.len());
             // SAFETY: the page is pinned and `in_page + n <= page_size`; the bytes are inside
             // this block's claimed range, so no other block writes them (module docs).
             let src = unsafe { std::slice::from_raw_parts(page.as_ptr().add(in_page), n) };
-            buf[in_buf..in_buf + n].copy_from_slice(src);
+            buf.extend_from_slice(src);
             pages.push(page);
         }
-        Ok(View::Multi { pages, buf })
+        Ok(View::Multi {
+            pages,
+            buf: buf.into_boxed_slice(),
+        })
     }
 
     /// The block's first byte offset.

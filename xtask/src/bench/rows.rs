@@ -50,13 +50,6 @@ pub enum Unit {
         ops_per_iter: f64,
     },
     /// Bytes per second, `1e9 * bytes_per_iter / ns`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "for throughput rows such as blockcache/multi_page"
-        )
-    )]
     BytesPerSec {
         /// Bytes one iteration moves.
         bytes_per_iter: f64,
@@ -193,6 +186,33 @@ pub const ROWS: &[RowSpec] = &[
             ours: ("pagecache_miss", "ours"),
             baseline: ("pagecache_miss", "raw_pread_pwrite"),
             unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "blockcache/single_page",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "pagecache/hit (same run)",
+        goal: "<= 1.2",
+        source: Source::Criterion {
+            ours: ("blockcache_single_page", "ours"),
+            baseline: ("blockcache_single_page", "pagecache_hit"),
+            unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "blockcache/multi_page",
+        metric: "bytes_per_sec",
+        better: Better::Higher,
+        baseline: "memcpy of 256 KiB",
+        goal: ">= 0.5",
+        source: Source::Criterion {
+            ours: ("blockcache_multi_page", "ours"),
+            baseline: ("blockcache_multi_page", "memcpy"),
+            // One iteration gets and reads one 256 KiB block.
+            unit: Unit::BytesPerSec {
+                bytes_per_iter: 262_144.0,
+            },
         },
     },
 ];
