@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+mod blocks;
 mod pages;
 
 /// One part of the demo.
@@ -23,11 +24,18 @@ struct Section {
     run: fn(&Path) -> anyhow::Result<()>,
 }
 
-const SECTIONS: &[Section] = &[Section {
-    name: "pages",
-    title: "pageio + pagecache: a file of pages behind a write-back LRU cache",
-    run: pages::run,
-}];
+const SECTIONS: &[Section] = &[
+    Section {
+        name: "pages",
+        title: "pageio + pagecache: a file of pages behind a write-back LRU cache",
+        run: pages::run,
+    },
+    Section {
+        name: "blocks",
+        title: "fileblock: blocks with stable ids in a file, freed, compacted, reopened",
+        run: blocks::run,
+    },
+];
 
 /// Runs `demo`.
 pub fn run() -> anyhow::Result<()> {
