@@ -6,11 +6,13 @@
 //!   reach the same byte.
 //! - A single-page block's pointer stays valid: the block holds a pin on the page, and a pinned
 //!   page's buffer is neither moved nor freed (`PageRef::as_ptr`).
-//! - Nothing else touches a page while a block covers it: the page cache is private to the
-//!   block cache; the block cache reads or writes page bytes only through blocks (each within
-//!   its own range) and in `flush`/`truncate`, which take `&mut BlockCache` and so cannot run
-//!   while any block (which borrows the cache) is live; and the page cache itself reads a page's
-//!   bytes only to write back an *unpinned* page, or in its own flush.
+//! - Nothing else writes a block's bytes, and nothing reads them while the block writes: the page
+//!   cache is private to the block cache; the block cache touches page bytes only through
+//!   blocks (each within its own range) and in `flush`/`truncate`, which take `&mut BlockCache`
+//!   and so cannot run while any block (which borrows the cache) is live. The page cache reads a
+//!   pinned page only to finish a write-back chosen before the pin; before a block first writes
+//!   it takes the page's write guard once (see `PageRef::as_ptr`), which waits for such a
+//!   write-back, and no new one can start while the block's pin lives.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -28,6 +30,7 @@ use crate::cache::{Access, BlockCache};
 pub struct Block<'a> {
     cache: &'a BlockCache,
     offset: u64,
+    /// Written through `DerefMut` (for a single-page block: and the write guard taken).
     changed: bool,
     view: View<'a>,
 }
@@ -99,19 +102,27 @@ impl<'a> Block<'a> {
             let ptr = NonNull::new(ptr).expect("a pinned page has a buffer");
             return Ok(View::Single { page, ptr, len });
         }
-        let mut pages = Vec::with_capacity((last - first + 1) as usize);
+        // Pin the pages that must be read (partial edges; every page of a read block) before
+        // the ones a write block covers whole, so a failed read leaves nothing behind.
+        let mut pinned: Vec<Option<PageRef<'a>>> = (first..=last).map(|_| None).collect();
+        for pass_whole in [false, true] {
+            for (slot, no) in pinned.iter_mut().zip(first..=last) {
+                if whole(no) == pass_whole {
+                    *slot = Some(cache.pin(no, pass_whole)?);
+                }
+            }
+        }
+        let pages: Vec<PageRef<'a>> = pinned.into_iter().flatten().collect();
         // Filled by appending each page's part in order (the parts are contiguous), so the
         // buffer is written once, never zeroed first.
         let mut buf = Vec::with_capacity(len);
-        for no in first..=last {
-            let page = cache.pin(no, whole(no))?;
-            let (in_page, in_buf, n) = overlap(no, ps, offset, end);
+        for page in &pages {
+            let (in_page, in_buf, n) = overlap(page.page_no(), ps, offset, end);
             debug_assert_eq!(in_buf, buf.len());
             // SAFETY: the page is pinned and `in_page + n <= page_size`; the bytes are inside
             // this block's claimed range, so no other block writes them (module docs).
             let src = unsafe { std::slice::from_raw_parts(page.as_ptr().add(in_page), n) };
             buf.extend_from_slice(src);
-            pages.push(page);
         }
         Ok(View::Multi {
             pages,
@@ -155,10 +166,15 @@ impl Deref for Block<'_> {
 
 impl DerefMut for Block<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
+        let first_write = !self.changed;
         self.changed = true;
         match &mut self.view {
             View::Single { page, ptr, len } => {
-                page.mark_dirty();
+                if first_write {
+                    // Waits for a write-back chosen before our pin, and marks the page dirty
+                    // (see the module docs).
+                    drop(page.write());
+                }
                 // SAFETY: as in `deref`; the mutable borrow of `self` makes this the only
                 // reference to the block's bytes.
                 unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), *len) }
@@ -175,11 +191,13 @@ impl Drop for Block<'_> {
             let end = self.offset + buf.len() as u64;
             for page in pages {
                 let (in_page, in_buf, n) = overlap(page.page_no(), ps, self.offset, end);
+                // Held over the copy: waits for a write-back chosen before our pin, and marks
+                // the page dirty. Other blocks' bytes in this page are not touched through it.
+                let _write = page.write();
                 // SAFETY: the page is pinned, `in_page + n <= page_size`, and the bytes are
                 // this block's own (module docs).
                 let dst = unsafe { std::slice::from_raw_parts_mut(page.as_ptr().add(in_page), n) };
                 dst.copy_from_slice(&buf[in_buf..in_buf + n]);
-                page.mark_dirty();
             }
         }
         self.cache.release(self.offset);

@@ -11,8 +11,11 @@ use parking_lot::Mutex;
 use crate::block::Block;
 use crate::{Error, Result};
 
-/// The largest end offset a block may have: what the OS accepts as a file offset.
-const MAX_END: u64 = i64::MAX as u64;
+/// The largest end offset of a block with pages of `page_size`: the end of the last whole page
+/// a backend can address (whose last byte has a file offset the OS accepts).
+fn max_end(page_size: usize) -> u64 {
+    (i64::MAX as u64 / page_size as u64) * page_size as u64
+}
 
 /// Byte ranges of any length and alignment over a [`PageCache`].
 ///
@@ -147,7 +150,7 @@ impl BlockCache {
     /// the bytes of the last page past `len` are zeroed, and the backend is truncated to whole
     /// pages. Durable after the next [`flush`](Self::flush).
     pub fn truncate(&mut self, len: u64) -> Result<()> {
-        if len > MAX_END {
+        if len > max_end(self.page_size) {
             return Err(Error::OutOfRange {
                 offset: len,
                 len: 0,
@@ -155,11 +158,17 @@ impl BlockCache {
         }
         let ps = self.page_size as u64;
         let tail = (len % ps) as usize;
-        if tail != 0 {
-            let page = self.pages.get(len / ps)?;
+        // Every step that can fail comes before the first change: pin the last page, cut the
+        // backend, and only then zero the last page's tail.
+        let last = if tail == 0 {
+            None
+        } else {
+            Some(self.pages.get(len / ps)?)
+        };
+        self.pages.truncate(len.div_ceil(ps))?;
+        if let Some(page) = last {
             page.write()[tail..].fill(0);
         }
-        self.pages.truncate(len.div_ceil(ps))?;
         self.end.store(len, Ordering::Release);
         Ok(())
     }
@@ -171,7 +180,7 @@ impl BlockCache {
         }
         let end = offset
             .checked_add(len as u64)
-            .filter(|&end| end <= MAX_END)
+            .filter(|&end| end <= max_end(self.page_size))
             .ok_or(Error::OutOfRange { offset, len })?;
         if access == Access::Read && end > self.len() {
             return Err(Error::PastEnd {

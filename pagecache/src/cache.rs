@@ -206,7 +206,7 @@ impl State {
 enum Fill {
     /// Read it from the backend.
     Read,
-    /// Zero it and mark it dirty, without reading (`get_for_overwrite`).
+    /// Zero it without reading (`get_for_overwrite`); it stays clean until written.
     Zero,
 }
 
@@ -315,8 +315,11 @@ impl PageCache {
     }
 
     /// Pins page `no` for a caller that will overwrite it: if it is not cached it is *not* read
-    /// from the backend but starts zero-filled and dirty (the zeros are its content from now
-    /// on). If it is cached, this is [`get`](Self::get).
+    /// from the backend but starts zero-filled. If it is cached, this is [`get`](Self::get).
+    ///
+    /// The zeros are not a change: the page is clean until a write guard is taken (or
+    /// [`PageRef::mark_dirty`] is called). So a caller that fails before writing loses nothing;
+    /// if the page is evicted unwritten, the backend's content is what a later `get` reads.
     pub fn get_for_overwrite(&self, no: u64) -> Result<PageRef<'_>> {
         self.fetch(no, Fill::Zero)
     }
@@ -419,14 +422,16 @@ impl PageCache {
         result
     }
 
-    /// Shrinks (or grows) the backend to `num_pages` pages, first dropping every cached page at
-    /// or past the new end, dirty or not: their contents are discarded.
+    /// Shrinks (or grows) the backend to `num_pages` pages and drops every cached page at or
+    /// past the new end, dirty or not: their contents are discarded.
     ///
-    /// Fails with [`Error::Pinned`] (changing nothing) if such a page is pinned, and with
-    /// [`Error::Truncate`] if the backend refuses. Callers must not fetch pages at or past the
-    /// new end while this runs. Like a write, the new size is durable after the next flush.
+    /// Fails with [`Error::Pinned`] if such a page is pinned, and with [`Error::Truncate`] if
+    /// the backend refuses; either way nothing changes. Callers must not fetch pages at or past
+    /// the new end while this runs. Like a write, the new size is durable after the next flush.
     pub fn truncate(&self, num_pages: u64) -> Result<()> {
-        {
+        // Out of the index first, so no eviction writes one of them back past the new end while
+        // the backend is being cut; put back if the backend refuses.
+        let doomed: Vec<Arc<Frame>> = {
             let mut st = self.state.lock();
             let doomed: Vec<Arc<Frame>> = st
                 .lru
@@ -440,10 +445,18 @@ impl PageCache {
             for frame in &doomed {
                 st.lru.remove(frame.no);
             }
+            doomed
+        };
+        if let Err(source) = self.io.truncate(num_pages) {
+            let mut st = self.state.lock();
+            for frame in doomed {
+                if !st.lru.contains(frame.no) {
+                    st.lru.insert(frame.no, frame);
+                }
+            }
+            return Err(Error::Truncate { num_pages, source });
         }
-        self.io
-            .truncate(num_pages)
-            .map_err(|source| Error::Truncate { num_pages, source })
+        Ok(())
     }
 
     fn fetch(&self, no: u64, fill: Fill) -> Result<PageRef<'_>> {
@@ -461,8 +474,14 @@ impl PageCache {
             st.sweep_graveyard();
             match st.make_room(self.config.capacity()) {
                 Room::WriteBack(victim) => {
+                    // Read-lock the victim before letting go of the state lock, so that a caller
+                    // who pins it from now on and takes a write guard waits for the write-back
+                    // to finish (and cannot slip a change in between the write and the clean
+                    // mark). This cannot block: the victim is unpinned, so no guard is held on
+                    // it, and flushes only read-lock.
+                    let data = self.attach(&victim).data.read();
                     drop(st);
-                    let (relocked, evicted) = self.write_back(victim)?;
+                    let (relocked, evicted) = self.write_back(victim, data)?;
                     st = relocked;
                     written_back = evicted.or(written_back);
                     // The lock was released: look the page up again before inserting it.
@@ -538,10 +557,7 @@ impl PageCache {
     ) -> Result<()> {
         let outcome = match fill {
             Fill::Read => self.io.read_page(frame.no, &mut buf),
-            Fill::Zero => {
-                frame.dirty.store(true, Release);
-                Ok(())
-            }
+            Fill::Zero => Ok(()),
         };
         **data = buf;
         frame.ptr.store(data.as_mut_ptr(), Release);
@@ -589,17 +605,18 @@ impl PageCache {
     }
 
     /// Writes a dirty victim back, then evicts it unless it was pinned or dirtied meanwhile.
-    /// The caller pinned it under the lock. Returns with the state lock held again (the caller
+    /// The caller pinned it and read-locked its data under the state lock. Returns with the state lock held again (the caller
     /// goes on with its miss), and the victim if it was evicted, for its buffer.
-    fn write_back(&self, victim: Arc<Frame>) -> Result<(StateGuard<'_>, Option<Arc<Frame>>)> {
-        let written = {
-            let data = victim.data.read();
-            let result = self.io.write_page(victim.no, &data);
-            if result.is_ok() {
-                victim.dirty.store(false, Release);
-            }
-            result
-        };
+    fn write_back<'a>(
+        &'a self,
+        victim: Arc<Frame>,
+        data: RwLockReadGuard<'a, Box<[u8]>>,
+    ) -> Result<(StateGuard<'a>, Option<Arc<Frame>>)> {
+        let written = self.io.write_page(victim.no, &data);
+        if written.is_ok() {
+            victim.dirty.store(false, Release);
+        }
+        drop(data);
         if let Err(source) = written {
             let err = Error::WriteBack {
                 page: victim.no,
@@ -686,10 +703,12 @@ impl<'a> PageRef<'a> {
     /// several owners at once).
     ///
     /// The address is stable and valid while this pin, or any other pin of the page, lives.
-    /// Getting it is safe; using it is not: the caller must make sure its reads and writes never
-    /// race with a [`read`](Self::read) or [`write`](Self::write) guard of the same page, nor with
-    /// [`PageCache::flush`] (the only cache operation that reads a pinned page), and must call
-    /// [`mark_dirty`](Self::mark_dirty) after writing.
+    /// Getting it is safe; using it is not. The caller must make sure its reads and writes never
+    /// race with a [`read`](Self::read) or [`write`](Self::write) guard of the same page, nor
+    /// with [`PageCache::flush`]; and before its first write it must take (and may at once
+    /// drop) a write guard: that waits for a write-back of the page that started before the pin
+    /// was taken, the only other way the cache reads a pinned page, and no new one can start
+    /// while the page is pinned. The write guard also marks the page dirty.
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.frame.ptr.load(Acquire)

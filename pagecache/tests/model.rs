@@ -112,6 +112,10 @@ impl Model {
             if entry.dirty {
                 self.backend[victim as usize] = self.logical[victim as usize];
                 self.counters.write_backs += 1;
+            } else {
+                // A clean page leaves nothing behind: a zero-filled page nobody wrote goes back
+                // to the backend's content.
+                self.logical[victim as usize] = self.backend[victim as usize];
             }
             self.resident.remove(&victim);
             self.counters.evictions += 1;
@@ -130,7 +134,8 @@ impl Model {
             Entry {
                 last_use: self.clock,
                 pins: 1,
-                dirty: overwrite,
+                // `get_for_overwrite` zero-fills but does not dirty: only a write does.
+                dirty: false,
             },
         );
     }
