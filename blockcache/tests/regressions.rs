@@ -11,11 +11,14 @@ use pageio::{Fault, FaultyPageIo, MemPageIo, PageIo};
 
 const PAGE_SIZE: usize = 512;
 
+/// An armed gate: the page to stop at, the signal that its write happened, and the release.
+type Gate = (u64, mpsc::Sender<()>, mpsc::Receiver<()>);
+
 /// A backend whose next write of an armed page, once done, signals the test and waits for it.
 #[derive(Debug)]
 struct GatedIo {
     inner: MemPageIo,
-    gate: Mutex<Option<(u64, mpsc::Sender<()>, mpsc::Receiver<()>)>>,
+    gate: Mutex<Option<Gate>>,
 }
 
 impl PageIo for GatedIo {

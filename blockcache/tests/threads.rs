@@ -148,7 +148,10 @@ fn disjoint_ranges_on_shared_pages_with(capacity: usize) {
     if capacity >= 1024 {
         assert_eq!(cache.stats().evictions, 0, "every page fits");
     } else {
-        assert!(cache.stats().evictions > 0, "the small cache evicted nothing");
+        assert!(
+            cache.stats().evictions > 0,
+            "the small cache evicted nothing"
+        );
     }
 
     cache.flush().expect("flush");
