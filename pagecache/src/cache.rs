@@ -29,6 +29,10 @@ use crate::sync::{
 };
 use crate::{CacheConfig, CacheStats, Error, Result};
 
+/// Up to this many pin candidates, eviction always counts pins exactly (it is cheap), so the
+/// capacity is honoured exactly whenever fewer pages than this are pinned.
+const SMALL_PIN_LIST: usize = 64;
+
 /// The frame's content is being filled by the caller that missed; others wait on `data`.
 const LOADING: u8 = 0;
 /// The frame holds the page.
@@ -96,6 +100,8 @@ struct State {
     /// pinned resident frames, trimmed by [`State::count_pinned`]. Unpinning needs no lock, so
     /// the exact count is only worked out when eviction needs it.
     maybe_pinned: Vec<u64>,
+    /// The exact pin count found by the last [`State::count_pinned`] that eviction asked for.
+    pinned_at_count: usize,
     hits: u64,
     misses: u64,
     evictions: u64,
@@ -162,7 +168,19 @@ impl State {
             }
             return Room::Made(evicted);
         }
-        let pinned = self.count_pinned();
+        // `maybe_pinned` over-counts pins (never under-counts), so it is a safe stand-in: at
+        // worst the cache keeps a few more unpinned pages than its capacity. The exact count
+        // walks the whole list, so when many pages are pinned at once (a block over more pages
+        // than the capacity) it is redone only each time the list has doubled: O(1) amortized
+        // per miss, where a recount on every miss would be quadratic.
+        let listed = self.maybe_pinned.len();
+        let pinned = if listed > SMALL_PIN_LIST && listed < 2 * self.pinned_at_count {
+            listed
+        } else {
+            let pinned = self.count_pinned();
+            self.pinned_at_count = pinned;
+            pinned
+        };
         while self.lru.len().saturating_sub(pinned) >= capacity {
             let Some(victim) = self
                 .lru
@@ -278,6 +296,7 @@ impl PageCache {
                 lru: Lru::new(),
                 graveyard: Vec::new(),
                 maybe_pinned: Vec::new(),
+                pinned_at_count: 0,
                 hits: 0,
                 misses: 0,
                 evictions: 0,

@@ -22,6 +22,10 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// The number of *unpinned* pages the cache keeps before it evicts. Pinned pages do not
     /// count, so a caller can always pin as many pages as it needs. At least 1.
+    ///
+    /// The bound is exact while at most 64 pages are pinned at once. Beyond that, pins are
+    /// recounted only as their number doubles (an exact count on every miss would cost time
+    /// proportional to the pins), so the cache may keep a few more unpinned pages than this.
     #[must_use]
     pub fn with_capacity(mut self, pages: usize) -> Self {
         self.capacity = pages;
