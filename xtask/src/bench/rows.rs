@@ -215,6 +215,56 @@ pub const ROWS: &[RowSpec] = &[
             },
         },
     },
+    RowSpec {
+        bench: "fileblock/alloc_free",
+        metric: "ops_per_sec",
+        better: Better::Higher,
+        baseline: "offset-allocator crate, same sequence",
+        goal: ">= 0.5",
+        source: Source::Criterion {
+            ours: ("fileblock_alloc_free", "ours"),
+            baseline: ("fileblock_alloc_free", "offset_allocator"),
+            // One iteration replays the timed part of the sequence: `TIMED_OPS` (128 Ki)
+            // allocs and frees, in fileblock/benches/alloc.rs.
+            unit: Unit::OpsPerSec {
+                ops_per_iter: 131_072.0,
+            },
+        },
+    },
+    RowSpec {
+        bench: "fileblock/utilization",
+        metric: "live_over_file_bytes",
+        better: Better::Higher,
+        baseline: "offset-allocator on the same sequence (live / highest end offset used)",
+        goal: ">= 1.1",
+        source: Source::Metrics {
+            file: "fileblock_utilization",
+        },
+    },
+    RowSpec {
+        bench: "fileblock/open_scaling",
+        metric: "ns_per_extent",
+        better: Better::Lower,
+        baseline: "ours at 100k extents",
+        goal: "<= 1.3",
+        source: Source::Metrics {
+            // Medians of ns per extent over interleaved rounds of opens timed by the bench after
+            // the criterion group `fileblock_open_scaling/{open_1m,open_100k}` (ns per open).
+            file: "fileblock_open_scaling",
+        },
+    },
+    RowSpec {
+        bench: "fileblock/flush_1m",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "sequential write+fsync of the same bytes",
+        goal: "<= 1.5",
+        source: Source::Criterion {
+            ours: ("fileblock_flush_1m", "ours"),
+            baseline: ("fileblock_flush_1m", "write_fsync"),
+            unit: NS_PER_OP,
+        },
+    },
 ];
 
 #[cfg(test)]
