@@ -1,10 +1,12 @@
 //! The in-memory allocator: the extent list, the size-class buckets of free extents, the id
 //! table, pending frees, and the one core allocation function, [`Allocator::place`].
 //!
-//! Every extent of the body is a [`Node`] in a slab (`Vec<Node>` plus a list of vacant slots).
-//! Nodes are linked in offset order (`prev`/`next`), so splitting and coalescing are O(1).
-//! Free nodes are also linked into the list of their size class (`bprev`/`bnext`), with a
-//! bitmask of non-empty classes; in-use nodes are found by id through a hash table.
+//! Every extent of the body is a node in a slab: 32 bytes, split in two vectors indexed alike,
+//! [`Hot`] (what a walk of the list reads: the map is encoded from it alone) and [`Cold`], plus
+//! a list of vacant slots. Nodes are linked in offset order (`prev`/`next`), so splitting and
+//! coalescing are O(1). Free nodes are also linked into the list of their size class (computed
+//! from the size, through a table for small sizes), with a bitmask of non-empty classes; in-use
+//! nodes are found by id through the id table ([`IdTable`]).
 //!
 //! An extent is in one of three states:
 //! - **used** by a block (or the map);
@@ -15,15 +17,13 @@
 //!   It may not be reused until the next commit has made the free durable
 //!   ([`Allocator::release_pending`]); it is in no bucket and does not coalesce.
 //!
-//! A block allocated since the last commit ("fresh", `epoch == Allocator::epoch`) lives in
+//! A block allocated since the last commit ("fresh", its epoch `== Allocator::epoch`) lives in
 //! space that was free in the committed state, so freeing it makes the space free at once.
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::config::BucketConfig;
 use crate::error::{Location, Problem};
-use crate::format::{MAP_ID, MAX_EXTENT_UNITS, Record};
+use crate::format::{self, IN_USE, MAP_ID, MAX_EXTENT_UNITS, RECORD_SIZE, Record, RecordSink};
+use crate::ids::IdTable;
 use crate::{BlockId, Error, Result};
 
 /// No node.
@@ -46,53 +46,153 @@ pub(crate) enum State {
     Vacant,
 }
 
+/// The in-use bit of [`Hot::size`]: the map's (`IN_USE`), so a node's size is its record's.
+const USED_BIT: u32 = IN_USE;
+/// What [`Hot::tag`] holds for a node that is not in use.
+const FREE: u32 = 0;
+const PENDING: u32 = 1;
+const VACANT: u32 = 2;
+
+/// The part of an extent's node that a walk of the list in offset order reads: 12 bytes. The
+/// map is encoded from these alone (a commit of a large map streams through them, so every
+/// byte here is a byte read per extent per commit).
 #[derive(Clone, Copy, Debug)]
-struct Node {
-    /// Offset in allocation units from the body's start.
-    offset: u64,
-    /// Length in allocation units, 1 ..= `MAX_EXTENT_UNITS`.
-    units: u32,
-    state: State,
-    prev: u32,
+struct Hot {
+    /// The length in allocation units (1 ..= `MAX_EXTENT_UNITS`), with `USED_BIT` set when the
+    /// extent is in use: the size field of its map record.
+    size: u32,
+    /// In use: the id. Otherwise what the extent is: `FREE`, `PENDING` or `VACANT`.
+    tag: u32,
+    /// The next node in offset order, or `NIL`.
     next: u32,
-    /// Links of the size-class list; meaningful only while `state == Free`.
-    bprev: u32,
-    bnext: u32,
-    /// The size class the node is listed in while free.
-    class: u8,
-    /// The epoch the extent was allocated in (used extents only).
-    epoch: u64,
 }
 
-/// A multiplicative hash for `u32` ids: the id table is on the alloc/free fast path, and ids
-/// are not attacker-chosen keys that need `SipHash`'s flooding resistance.
-#[derive(Default)]
-pub(crate) struct IdHasher(u64);
+/// The rest of an extent's node: 20 bytes (4-byte aligned, so a node is 32 bytes in all).
+#[derive(Clone, Copy, Debug)]
+#[repr(C, packed(4))]
+struct Cold {
+    /// Offset in allocation units from the body's start.
+    offset: u64,
+    /// The previous node in offset order, or `NIL`.
+    prev: u32,
+    /// Free: the previous node of its size class's list. Used (and pending): the epoch the
+    /// extent was allocated in.
+    link: u32,
+    /// Free: the next node of its size class's list.
+    bnext: u32,
+}
 
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
+const _: () = assert!(size_of::<Hot>() == 12 && size_of::<Cold>() == 20);
+
+impl Hot {
+    #[inline]
+    fn units(&self) -> u32 {
+        self.size & !USED_BIT
     }
 
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u32(u32::from(b));
+    #[inline]
+    fn is_used(&self) -> bool {
+        self.size & USED_BIT != 0
+    }
+
+    #[inline]
+    fn is_free(&self) -> bool {
+        !self.is_used() && self.tag == FREE
+    }
+
+    #[inline]
+    fn state(&self) -> State {
+        if self.is_used() {
+            return State::Used(self.tag);
+        }
+        match self.tag {
+            FREE => State::Free,
+            PENDING => State::Pending,
+            _ => State::Vacant,
         }
     }
 
-    fn write_u32(&mut self, n: u32) {
-        let h = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        self.0 = h ^ (h >> 32);
+    #[inline]
+    fn set_state(&mut self, state: State) {
+        let units = self.units();
+        (self.size, self.tag) = match state {
+            State::Used(id) => (units | USED_BIT, id),
+            State::Free => (units, FREE),
+            State::Pending => (units, PENDING),
+            State::Vacant => (units, VACANT),
+        };
+    }
+
+    #[inline]
+    fn set_units(&mut self, units: u32) {
+        self.size = (self.size & USED_BIT) | units;
+    }
+
+    /// The record of this extent in the map: pending extents as free.
+    #[cfg(test)]
+    fn record(&self) -> Record {
+        let in_use = self.is_used();
+        Record {
+            id: if in_use { self.tag } else { 0 },
+            units: self.units(),
+            in_use,
+        }
     }
 }
 
-type IdMap = HashMap<u32, u32, BuildHasherDefault<IdHasher>>;
+/// The class of an extent of up to this many units is looked up in a table.
+const SMALL_UNITS: usize = 1024;
+
+/// The size classes, with the class of every small size in a table.
+#[derive(Clone, Debug)]
+struct Classes {
+    config: BucketConfig,
+    /// `small[u]` is the class of `u` units.
+    small: Box<[u8]>,
+}
+
+impl Classes {
+    fn new(config: BucketConfig) -> Self {
+        let small = (0..=SMALL_UNITS as u32)
+            .map(|u| config.class_of(u) as u8)
+            .collect();
+        Self { config, small }
+    }
+
+    /// The class of an extent of `units` units.
+    #[inline]
+    fn of(&self, units: u32) -> usize {
+        match self.small.get(units as usize) {
+            Some(&class) => usize::from(class),
+            None => self.config.class_of(units),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.config.bounds().len()
+    }
+}
 
 /// Where an extent is, in allocation units.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Extent {
     pub offset: u64,
     pub units: u32,
+}
+
+/// A position in the map's records, for [`Allocator::write_records`].
+pub(crate) struct RecordCursor {
+    /// The next node to write, or `NIL` when all are written.
+    at: u32,
+    /// The last node to write (the last in use).
+    last: u32,
+}
+
+impl RecordCursor {
+    /// Whether every record has been written.
+    pub fn done(&self) -> bool {
+        self.at == NIL
+    }
 }
 
 /// One extent as listed by [`Allocator::iter`].
@@ -106,7 +206,9 @@ pub(crate) struct ListedExtent {
 /// The allocator's state. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Allocator {
-    nodes: Vec<Node>,
+    /// The nodes, in two parts indexed alike (always the same length).
+    hot: Vec<Hot>,
+    cold: Vec<Cold>,
     vacant: Vec<u32>,
     head: u32,
     tail: u32,
@@ -115,16 +217,16 @@ pub(crate) struct Allocator {
     body: u64,
     /// The largest body, in units.
     max_body: u64,
-    classes: BucketConfig,
+    classes: Classes,
     /// The first node of each class's list, or `NIL`.
     buckets: Vec<u32>,
     /// Bit `i` is set when bucket `i` is non-empty.
     mask: u64,
-    ids: IdMap,
+    ids: IdTable,
     /// Pending nodes, in the order they were freed.
     pending: Vec<u32>,
     /// The current epoch: extents allocated in it are fresh. Advanced by every commit.
-    epoch: u64,
+    epoch: u32,
     /// Where the search for a new id starts.
     next_id: u32,
     used_units: u64,
@@ -135,9 +237,11 @@ pub(crate) struct Allocator {
 impl Allocator {
     /// An allocator with an empty body that may grow to `max_body` units.
     pub fn new(classes: BucketConfig, max_body: u64) -> Self {
-        let buckets = vec![NIL; classes.bounds().len()];
+        let classes = Classes::new(classes);
+        let buckets = vec![NIL; classes.count()];
         Self {
-            nodes: Vec::new(),
+            hot: Vec::new(),
+            cold: Vec::new(),
             vacant: Vec::new(),
             head: NIL,
             tail: NIL,
@@ -147,7 +251,7 @@ impl Allocator {
             classes,
             buckets,
             mask: 0,
-            ids: IdMap::default(),
+            ids: IdTable::default(),
             pending: Vec::new(),
             epoch: 1,
             next_id: 1,
@@ -159,35 +263,50 @@ impl Allocator {
 
     /// An allocator holding a decoded (and checked, see `format::decode_map`) map: every extent
     /// committed, adjacent free extents coalesced.
+    #[cfg(test)]
     pub fn from_records(classes: BucketConfig, max_body: u64, records: &[Record]) -> Result<Self> {
         let mut a = Self::new(classes, max_body);
-        a.nodes.reserve(records.len());
-        a.ids.reserve(records.len());
-        let mut max_id = 0;
+        a.reserve(records.len());
         for r in records {
-            let state = if r.in_use {
-                State::Used(r.id)
-            } else {
-                State::Free
-            };
-            let idx = a.push_back(r.units, state)?;
-            if let State::Used(id) = state {
-                a.nodes[idx as usize].epoch = 0;
-                a.used_units += u64::from(r.units);
-                a.ids.insert(id, idx);
-                if id != MAP_ID {
-                    max_id = max_id.max(id);
-                }
-            } else {
-                a.nodes[idx as usize].state = State::Used(0);
-                a.make_free(idx);
-            }
+            a.push_record(*r)?;
         }
-        a.next_id = max_id
-            .checked_add(1)
-            .filter(|&id| id != MAP_ID)
-            .unwrap_or(1);
+        a.finish_records();
         Ok(a)
+    }
+
+    /// Makes room for `records` more extents and ids (an allocator about to be filled from a
+    /// map of that many records).
+    pub fn reserve(&mut self, records: usize) {
+        self.hot.reserve(records);
+        self.cold.reserve(records);
+        self.ids.reserve(records);
+    }
+
+    /// Appends the extent of a checked map record to a new allocator being filled from a map
+    /// (the id, if in use, must not be live): committed, coalesced with a free extent before
+    /// it. [`finish_records`](Self::finish_records) completes the filling.
+    #[inline]
+    pub fn push_record(&mut self, r: Record) -> Result<()> {
+        if r.in_use {
+            let idx = self.push_back(r.units, State::Used(r.id))?;
+            self.cold[idx as usize].link = 0;
+            self.used_units += u64::from(r.units);
+            self.ids.insert(r.id, idx);
+            if r.id != MAP_ID && r.id >= self.next_id {
+                self.next_id = r.id + 1;
+            }
+        } else {
+            let idx = self.push_back(r.units, State::Used(0))?;
+            self.make_free(idx);
+        }
+        Ok(())
+    }
+
+    /// Completes the filling from a map: new ids are searched for from the largest one plus 1.
+    pub fn finish_records(&mut self) {
+        if self.next_id == MAP_ID {
+            self.next_id = 1;
+        }
     }
 
     // ----- Queries -----
@@ -229,97 +348,151 @@ impl Allocator {
         }
         let top = 63 - self.mask.leading_zeros() as usize;
         self.bucket_iter(top)
-            .map(|i| self.nodes[i as usize].units)
+            .map(|i| self.units(i))
             .max()
             .unwrap_or(0)
     }
 
     /// The extent of a live id (the map's included).
+    #[inline]
     pub fn get(&self, id: u32) -> Option<Extent> {
-        self.ids.get(&id).map(|&idx| {
-            let n = &self.nodes[idx as usize];
-            Extent {
-                offset: n.offset,
-                units: n.units,
-            }
-        })
+        self.ids.get(id).map(|idx| self.extent(idx))
     }
 
     /// Whether the id is live (the map's included).
+    #[inline]
     pub fn contains(&self, id: u32) -> bool {
-        self.ids.contains_key(&id)
+        self.ids.contains(id)
     }
 
     /// Every live id except the map's, in no particular order.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.ids.keys().copied().filter(|&id| id != MAP_ID)
+        self.ids.iter().map(|(id, _)| id).filter(|&id| id != MAP_ID)
     }
 
     /// Every extent in offset order.
     pub fn iter(&self) -> impl Iterator<Item = ListedExtent> + '_ {
         let mut at = self.head;
         std::iter::from_fn(move || {
-            let n = self.nodes.get(at as usize)?;
-            at = n.next;
+            let h = self.hot.get(at as usize)?;
+            let offset = self.cold[at as usize].offset;
+            at = h.next;
             Some(ListedExtent {
-                offset: n.offset,
-                units: n.units,
-                state: n.state,
+                offset,
+                units: h.units(),
+                state: h.state(),
             })
         })
     }
 
-    /// The map as it would be committed now: the extents up to the last one in use, pending
-    /// extents as free.
-    pub fn records(&self) -> Vec<Record> {
+    /// The last extent in use, and how many extents come after it.
+    fn last_used(&self) -> (u32, usize) {
+        let mut after = 0;
         let mut last = self.tail;
-        while last != NIL && !matches!(self.nodes[last as usize].state, State::Used(_)) {
-            last = self.nodes[last as usize].prev;
+        while last != NIL && !self.hot[last as usize].is_used() {
+            after += 1;
+            last = self.cold[last as usize].prev;
         }
-        let mut out = Vec::with_capacity(self.extents);
-        if last == NIL {
-            return out;
+        (last, after)
+    }
+
+    /// How many records the map would hold if committed now, and the body they cover in units
+    /// (see [`map_records`](Self::map_records)). O(free extents at the end).
+    pub fn map_extent(&self) -> (usize, u64) {
+        match self.last_used() {
+            (NIL, _) => (0, 0),
+            (last, after) => (
+                self.extents - after,
+                self.cold[last as usize].offset + u64::from(self.units(last)),
+            ),
         }
-        let mut at = self.head;
-        loop {
-            let n = &self.nodes[at as usize];
-            out.push(match n.state {
-                State::Used(id) => Record {
-                    id,
-                    units: n.units,
-                    in_use: true,
-                },
-                _ => Record {
-                    id: 0,
-                    units: n.units,
-                    in_use: false,
-                },
-            });
-            if at == last {
-                return out;
+    }
+
+    /// The map as it would be committed now: the extents up to the last one in use, pending
+    /// extents as free (what [`write_records`](Self::write_records) writes, walked plainly).
+    #[cfg(test)]
+    pub fn map_records(&self) -> impl Iterator<Item = Record> + '_ {
+        let (last, _) = self.last_used();
+        let mut at = if last == NIL { NIL } else { self.head };
+        std::iter::from_fn(move || {
+            let h = self.hot.get(at as usize)?;
+            at = if at == last { NIL } else { h.next };
+            Some(h.record())
+        })
+    }
+
+    /// Where [`write_records`](Self::write_records) starts: the first of
+    /// [`map_records`](Self::map_records).
+    pub fn record_cursor(&self) -> RecordCursor {
+        let (last, _) = self.last_used();
+        RecordCursor {
+            at: if last == NIL { NIL } else { self.head },
+            last,
+        }
+    }
+
+    /// Writes the next records of [`map_records`](Self::map_records) from `cursor` into
+    /// `slots` (`format::RECORD_SIZE` bytes each), as many as fit; returns how many it wrote.
+    ///
+    /// Reads the hot part of each node only. Along a run of nodes that follow each other in
+    /// the slab as they do in the list (the usual case: the list is built in order and mostly
+    /// changed in place), the next node's address is the next slot's, so the walk does not
+    /// wait for each node's `next` link to load before it can load the node after it.
+    pub fn write_records(&self, cursor: &mut RecordCursor, slots: &mut [u8]) -> usize {
+        let mut out = slots.chunks_exact_mut(RECORD_SIZE);
+        let mut written = 0;
+        let mut at = cursor.at;
+        'runs: while at != NIL {
+            let mut i = at as usize;
+            loop {
+                let Some(slot) = out.next() else {
+                    break 'runs;
+                };
+                let h = &self.hot[i];
+                let id = if h.is_used() { h.tag } else { 0 };
+                format::put_record(slot, id, h.size);
+                written += 1;
+                if i == cursor.last as usize {
+                    at = NIL;
+                    break 'runs;
+                }
+                if h.next as usize != i + 1 {
+                    at = h.next;
+                    break;
+                }
+                i += 1;
+                at = i as u32;
             }
-            at = n.next;
         }
+        cursor.at = at;
+        written
+    }
+
+    /// [`map_records`](Self::map_records), collected.
+    #[cfg(test)]
+    pub fn records(&self) -> Vec<Record> {
+        self.map_records().collect()
     }
 
     /// Whether the extent of `id` was allocated since the last commit.
     #[cfg(test)]
     pub fn is_fresh(&self, id: u32) -> bool {
         self.ids
-            .get(&id)
-            .is_some_and(|&idx| self.nodes[idx as usize].epoch == self.epoch)
+            .get(id)
+            .is_some_and(|idx| self.cold[idx as usize].link == self.epoch)
     }
 
     // ----- Ids -----
 
     /// An id that is not live (never 0 or `MAP_ID`), or `None` when every id is.
+    #[inline]
     pub fn new_id(&mut self) -> Option<u32> {
         // Ids 1 ..= MAP_ID - 1 can be handed out.
         let usable = u64::from(MAP_ID - 1);
         for _ in 0..=(self.ids.len() as u64).min(usable) {
             let id = self.next_id;
             self.next_id = if id >= MAP_ID - 1 { 1 } else { id + 1 };
-            if !self.ids.contains_key(&id) {
+            if !self.ids.contains(id) {
                 return Some(id);
             }
         }
@@ -338,6 +511,7 @@ impl Allocator {
     ///
     /// The id table is not touched: the caller records the node (a moving block briefly has
     /// two).
+    #[inline]
     pub fn place(&mut self, units: u32, id: u32, max_end: Option<u64>) -> Result<u32> {
         debug_assert!(units > 0 && units <= MAX_EXTENT_UNITS);
         let found = match max_end {
@@ -356,18 +530,24 @@ impl Allocator {
     /// The best fit among the first `SCAN` members of the smallest class that can fit; else
     /// the head of the next non-empty larger class (all of whose members fit); else the first
     /// fit among the rest of the smallest class.
+    #[inline]
     fn find_fit(&self, units: u32) -> Option<u32> {
-        let first = self.classes.class_of(units);
-        let mut scanned = self.bucket_iter(first);
+        let first = self.classes.of(units);
+        let mut at = self.buckets[first];
         let mut best: Option<(u32, u32)> = None;
-        for idx in scanned.by_ref().take(SCAN) {
-            let have = self.nodes[idx as usize].units;
+        for _ in 0..SCAN {
+            let Some(h) = self.hot.get(at as usize) else {
+                break;
+            };
+            // Free nodes have no in-use bit: the size is the length.
+            let have = h.size;
             if have == units {
-                return Some(idx);
+                return Some(at);
             }
             if have > units && best.is_none_or(|(b, _)| have < b) {
-                best = Some((have, idx));
+                best = Some((have, at));
             }
+            at = self.cold[at as usize].bnext;
         }
         if let Some((_, idx)) = best {
             return Some(idx);
@@ -376,13 +556,19 @@ impl Allocator {
         if above != 0 {
             return Some(self.buckets[above.trailing_zeros() as usize]);
         }
-        scanned.find(|&idx| self.nodes[idx as usize].units >= units)
+        while let Some(h) = self.hot.get(at as usize) {
+            if h.size >= units {
+                return Some(at);
+            }
+            at = self.cold[at as usize].bnext;
+        }
+        None
     }
 
     /// The lowest-offset fitting free extent that ends by `max_end`, in the smallest class that
     /// has one.
     fn find_fit_below(&self, units: u32, max_end: u64) -> Option<u32> {
-        let first = self.classes.class_of(units);
+        let first = self.classes.of(units);
         let mut classes = self.mask & (u64::MAX << first);
         while classes != 0 {
             let class = classes.trailing_zeros() as usize;
@@ -390,10 +576,10 @@ impl Allocator {
             let best = self
                 .bucket_iter(class)
                 .filter(|&idx| {
-                    let n = &self.nodes[idx as usize];
-                    n.units >= units && n.offset + u64::from(units) <= max_end
+                    self.units(idx) >= units
+                        && self.cold[idx as usize].offset + u64::from(units) <= max_end
                 })
-                .min_by_key(|&idx| self.nodes[idx as usize].offset);
+                .min_by_key(|&idx| self.cold[idx as usize].offset);
             if best.is_some() {
                 return best;
             }
@@ -404,8 +590,8 @@ impl Allocator {
     /// Makes room for `units` at the end of the body and returns the free node holding it.
     fn extend(&mut self, units: u32) -> Result<u32> {
         let tail = self.tail;
-        if tail != NIL && self.nodes[tail as usize].state == State::Free {
-            let have = self.nodes[tail as usize].units;
+        if tail != NIL && self.hot[tail as usize].is_free() {
+            let have = self.units(tail);
             if have >= units {
                 return Ok(tail);
             }
@@ -414,7 +600,7 @@ impl Allocator {
                 return Err(Error::OutOfSpace);
             }
             self.bucket_remove(tail);
-            self.nodes[tail as usize].units = units;
+            self.hot[tail as usize].set_units(units);
             self.bucket_insert(tail);
             self.body += growth;
             self.free_units += growth;
@@ -430,25 +616,25 @@ impl Allocator {
 
     /// Takes `units` from the start of free node `idx` for `id`; the rest stays free. Fails
     /// (changing nothing) only if the slab is full.
+    #[inline]
     fn take(&mut self, idx: u32, units: u32, id: u32) -> Result<()> {
-        let have = self.nodes[idx as usize].units;
+        let have = self.units(idx);
         let rest = if have > units {
-            let offset = self.nodes[idx as usize].offset + u64::from(units);
+            let offset = self.cold[idx as usize].offset + u64::from(units);
             Some(self.new_node(offset, have - units, State::Free)?)
         } else {
             None
         };
         self.bucket_remove(idx);
         if let Some(rest) = rest {
-            self.nodes[idx as usize].units = units;
+            self.hot[idx as usize].set_units(units);
             self.link_after(idx, rest);
             // The remainder is the rest of a coalesced free extent: free, and not adjacent to
             // another free extent (except past the size limit, as before).
             self.bucket_insert(rest);
         }
-        let n = &mut self.nodes[idx as usize];
-        n.state = State::Used(id);
-        n.epoch = self.epoch;
+        self.hot[idx as usize].set_state(State::Used(id));
+        self.cold[idx as usize].link = self.epoch;
         self.free_units -= u64::from(units);
         self.used_units += u64::from(units);
         Ok(())
@@ -457,11 +643,13 @@ impl Allocator {
     // ----- Fronts used by the file layer -----
 
     /// Records `idx` (returned by `place`) as the extent of `id`.
+    #[inline]
     pub fn bind(&mut self, id: u32, idx: u32) {
         self.ids.insert(id, idx);
     }
 
     /// Allocates `units` for `id`, which must not be live.
+    #[inline]
     pub fn alloc(&mut self, id: u32, units: u32) -> Result<Extent> {
         let idx = self.place(units, id, None)?;
         self.bind(id, idx);
@@ -470,8 +658,9 @@ impl Allocator {
 
     /// Frees the extent of `id`: at once if it is fresh, else pending until the next commit.
     /// Returns false if the id is not live.
+    #[inline]
     pub fn free(&mut self, id: u32) -> bool {
-        let Some(idx) = self.ids.remove(&id) else {
+        let Some(idx) = self.ids.remove(id) else {
             return false;
         };
         self.release(idx);
@@ -479,15 +668,15 @@ impl Allocator {
     }
 
     /// Releases used node `idx` (already out of the id table).
+    #[inline]
     fn release(&mut self, idx: u32) {
-        let n = &mut self.nodes[idx as usize];
-        let units = u64::from(n.units);
-        self.used_units -= units;
-        if n.epoch == self.epoch {
+        let units = self.units(idx);
+        self.used_units -= u64::from(units);
+        if self.cold[idx as usize].link == self.epoch {
             self.make_free(idx);
         } else {
-            n.state = State::Pending;
-            self.pending_units += units;
+            self.hot[idx as usize].set_state(State::Pending);
+            self.pending_units += u64::from(units);
             self.pending.push(idx);
         }
     }
@@ -497,46 +686,47 @@ impl Allocator {
     /// body when the block (or a free extent after it) is last. Returns false, changing nothing,
     /// when it cannot grow in place.
     pub fn resize_in_place(&mut self, id: u32, units: u32) -> Result<bool> {
-        let Some(&idx) = self.ids.get(&id) else {
+        let Some(idx) = self.ids.get(id) else {
             return Ok(false);
         };
-        let have = self.nodes[idx as usize].units;
+        let have = self.units(idx);
         if units == have {
             return Ok(true);
         }
         if units < have {
-            let n = self.nodes[idx as usize];
-            let rest = self.new_node(n.offset + u64::from(units), have - units, n.state)?;
-            self.nodes[idx as usize].units = units;
+            let (h, c) = (self.hot[idx as usize], self.cold[idx as usize]);
+            let rest = self.new_node(c.offset + u64::from(units), have - units, h.state())?;
+            self.hot[idx as usize].set_units(units);
             self.link_after(idx, rest);
             // The cut-off tail is released as the block would be: free at once if fresh, else
             // pending (the committed map still gives the block its old size).
-            self.nodes[rest as usize].epoch = n.epoch;
+            self.cold[rest as usize].link = c.link;
             self.release(rest);
             return Ok(true);
         }
         let extra = units - have;
-        let next = self.nodes[idx as usize].next;
+        let next = self.hot[idx as usize].next;
         if next == NIL {
             if self.body + u64::from(extra) > self.max_body {
                 return Err(Error::OutOfSpace);
             }
-            self.nodes[idx as usize].units = units;
+            self.hot[idx as usize].set_units(units);
             self.body += u64::from(extra);
             self.used_units += u64::from(extra);
             return Ok(true);
         }
-        let nn = self.nodes[next as usize];
-        if nn.state != State::Free {
+        let nh = self.hot[next as usize];
+        if !nh.is_free() {
             return Ok(false);
         }
-        if nn.units > extra {
+        let next_units = nh.units();
+        if next_units > extra {
             self.bucket_remove(next);
-            self.nodes[next as usize].offset += u64::from(extra);
-            self.nodes[next as usize].units -= extra;
+            self.cold[next as usize].offset += u64::from(extra);
+            self.hot[next as usize].set_units(next_units - extra);
             self.bucket_insert(next);
-        } else if nn.units == extra || nn.next == NIL {
-            let growth = u64::from(extra - nn.units);
+        } else if next_units == extra || nh.next == NIL {
+            let growth = u64::from(extra - next_units);
             if self.body + growth > self.max_body {
                 return Err(Error::OutOfSpace);
             }
@@ -547,7 +737,7 @@ impl Allocator {
         } else {
             return Ok(false);
         }
-        self.nodes[idx as usize].units = units;
+        self.hot[idx as usize].set_units(units);
         self.free_units -= u64::from(extra);
         self.used_units += u64::from(extra);
         Ok(true)
@@ -564,7 +754,7 @@ impl Allocator {
         units: u32,
         max_end: Option<u64>,
     ) -> Result<(u32, Extent, Extent)> {
-        let Some(&old) = self.ids.get(&id) else {
+        let Some(old) = self.ids.get(id) else {
             return Err(Error::UnknownId { id: BlockId(id) });
         };
         // The new extent is fresh whatever the old one was: it was free in the committed
@@ -599,12 +789,17 @@ impl Allocator {
         self.find_fit_below(units, max_end).is_some()
     }
 
+    #[inline]
     fn extent(&self, idx: u32) -> Extent {
-        let n = &self.nodes[idx as usize];
         Extent {
-            offset: n.offset,
-            units: n.units,
+            offset: self.cold[idx as usize].offset,
+            units: self.units(idx),
         }
+    }
+
+    #[inline]
+    fn units(&self, idx: u32) -> u32 {
+        self.hot[idx as usize].units()
     }
 
     // ----- Commit support -----
@@ -612,12 +807,13 @@ impl Allocator {
     /// Retires the map's extent (it becomes pending) and returns its node, to restore with
     /// [`restore_map`](Self::restore_map) if the commit fails.
     pub fn retire_map(&mut self) -> Option<u32> {
-        let idx = self.ids.remove(&MAP_ID)?;
+        let idx = self.ids.remove(MAP_ID)?;
         // Pending even if it was placed in this epoch: a committed superblock may name it.
-        let n = &mut self.nodes[idx as usize];
-        n.state = State::Pending;
-        self.used_units -= u64::from(n.units);
-        self.pending_units += u64::from(n.units);
+        // Its epoch stays, for `restore_map`.
+        let units = u64::from(self.units(idx));
+        self.hot[idx as usize].set_state(State::Pending);
+        self.used_units -= units;
+        self.pending_units += units;
         self.pending.push(idx);
         Some(idx)
     }
@@ -638,8 +834,8 @@ impl Allocator {
 
     /// Frees a map extent placed by `place_map` in this epoch (it is fresh: free at once).
     pub fn unplace_map(&mut self, idx: u32) {
-        if self.ids.get(&MAP_ID) == Some(&idx) {
-            self.ids.remove(&MAP_ID);
+        if self.ids.get(MAP_ID) == Some(idx) {
+            self.ids.remove(MAP_ID);
         }
         self.release(idx);
     }
@@ -649,11 +845,11 @@ impl Allocator {
         if let Some(pos) = self.pending.iter().rposition(|&p| p == idx) {
             self.pending.remove(pos);
         }
-        let n = &mut self.nodes[idx as usize];
-        debug_assert_eq!(n.state, State::Pending);
-        n.state = State::Used(MAP_ID);
-        self.pending_units -= u64::from(n.units);
-        self.used_units += u64::from(n.units);
+        debug_assert_eq!(self.hot[idx as usize].state(), State::Pending);
+        let units = u64::from(self.units(idx));
+        self.hot[idx as usize].set_state(State::Used(MAP_ID));
+        self.pending_units -= units;
+        self.used_units += units;
         self.ids.insert(MAP_ID, idx);
     }
 
@@ -664,15 +860,25 @@ impl Allocator {
 
     /// Starts a new epoch: everything allocated so far is committed (or being committed).
     pub fn advance_epoch(&mut self) {
-        self.epoch += 1;
+        if self.epoch == NIL - 1 {
+            // Out of epochs (once in 2^32 commits): nothing is fresh after the advance, so
+            // every extent's epoch can be the oldest one, and counting starts again.
+            for (h, c) in self.hot.iter().zip(&mut self.cold) {
+                if h.is_used() || h.tag == PENDING {
+                    c.link = 0;
+                }
+            }
+            self.epoch = 1;
+        } else {
+            self.epoch += 1;
+        }
     }
 
     /// Makes every pending extent free (the commit that freed them is durable).
     pub fn release_pending(&mut self) {
         for idx in std::mem::take(&mut self.pending) {
-            let n = &mut self.nodes[idx as usize];
-            if n.state == State::Pending {
-                self.pending_units -= u64::from(n.units);
+            if self.hot[idx as usize].state() == State::Pending {
+                self.pending_units -= u64::from(self.units(idx));
                 self.make_free(idx);
             }
         }
@@ -681,9 +887,9 @@ impl Allocator {
     /// Drops free extents from the end of the body; returns the units dropped.
     pub fn trim_tail(&mut self) -> u64 {
         let mut dropped = 0;
-        while self.tail != NIL && self.nodes[self.tail as usize].state == State::Free {
+        while self.tail != NIL && self.hot[self.tail as usize].is_free() {
             let idx = self.tail;
-            let units = u64::from(self.nodes[idx as usize].units);
+            let units = u64::from(self.units(idx));
             self.bucket_remove(idx);
             self.unlink(idx);
             self.free_units -= units;
@@ -700,59 +906,62 @@ impl Allocator {
 
     /// The node before `idx`, or `NIL`.
     pub fn prev_node(&self, idx: u32) -> u32 {
-        self.nodes.get(idx as usize).map_or(NIL, |n| n.prev)
+        self.cold.get(idx as usize).map_or(NIL, |c| c.prev)
     }
 
     /// The block (in use, not the map) at node `from` or the nearest before it: its node, id
     /// and extent.
     pub fn block_at_or_before(&self, from: u32) -> Option<(u32, u32, Extent)> {
         let mut at = from;
-        while let Some(n) = self.nodes.get(at as usize) {
-            if let State::Used(id) = n.state
-                && id != MAP_ID
-            {
-                return Some((at, id, self.extent(at)));
+        while let Some(h) = self.hot.get(at as usize) {
+            if h.is_used() && h.tag != MAP_ID {
+                return Some((at, h.tag, self.extent(at)));
             }
-            at = n.prev;
+            at = self.cold[at as usize].prev;
         }
         None
     }
 
     // ----- List and bucket plumbing -----
 
+    #[inline]
     fn new_node(&mut self, offset: u64, units: u32, state: State) -> Result<u32> {
-        let node = Node {
-            offset,
-            units,
-            state,
-            prev: NIL,
+        let mut hot = Hot {
+            size: units,
+            tag: 0,
             next: NIL,
-            bprev: NIL,
-            bnext: NIL,
-            class: 0,
-            epoch: self.epoch,
         };
-        self.extents += 1;
+        hot.set_state(state);
+        let cold = Cold {
+            offset,
+            prev: NIL,
+            link: self.epoch,
+            bnext: NIL,
+        };
         if let Some(idx) = self.vacant.pop() {
-            self.nodes[idx as usize] = node;
+            self.hot[idx as usize] = hot;
+            self.cold[idx as usize] = cold;
+            self.extents += 1;
             return Ok(idx);
         }
-        if self.nodes.len() >= NIL as usize {
-            self.extents -= 1;
+        if self.hot.len() >= NIL as usize {
             return Err(Error::OutOfSpace);
         }
-        self.nodes.push(node);
-        Ok((self.nodes.len() - 1) as u32)
+        self.hot.push(hot);
+        self.cold.push(cold);
+        self.extents += 1;
+        Ok((self.hot.len() - 1) as u32)
     }
 
     /// Appends a node at the end of the body (growing it).
+    #[inline]
     fn push_back(&mut self, units: u32, state: State) -> Result<u32> {
         let idx = self.new_node(self.body, units, state)?;
-        self.nodes[idx as usize].prev = self.tail;
+        self.cold[idx as usize].prev = self.tail;
         if self.tail == NIL {
             self.head = idx;
         } else {
-            self.nodes[self.tail as usize].next = idx;
+            self.hot[self.tail as usize].next = idx;
         }
         self.tail = idx;
         self.body += u64::from(units);
@@ -760,108 +969,114 @@ impl Allocator {
     }
 
     /// Links new node `idx` into the list right after `at`.
+    #[inline]
     fn link_after(&mut self, at: u32, idx: u32) {
-        let next = self.nodes[at as usize].next;
-        self.nodes[idx as usize].prev = at;
-        self.nodes[idx as usize].next = next;
-        self.nodes[at as usize].next = idx;
+        let next = self.hot[at as usize].next;
+        self.cold[idx as usize].prev = at;
+        self.hot[idx as usize].next = next;
+        self.hot[at as usize].next = idx;
         if next == NIL {
             self.tail = idx;
         } else {
-            self.nodes[next as usize].prev = idx;
+            self.cold[next as usize].prev = idx;
         }
     }
 
     /// Removes node `idx` from the list and frees its slab slot.
+    #[inline]
     fn unlink(&mut self, idx: u32) {
-        let Node { prev, next, .. } = self.nodes[idx as usize];
+        let prev = self.cold[idx as usize].prev;
+        let next = self.hot[idx as usize].next;
         if prev == NIL {
             self.head = next;
         } else {
-            self.nodes[prev as usize].next = next;
+            self.hot[prev as usize].next = next;
         }
         if next == NIL {
             self.tail = prev;
         } else {
-            self.nodes[next as usize].prev = prev;
+            self.cold[next as usize].prev = prev;
         }
-        self.nodes[idx as usize].state = State::Vacant;
+        self.hot[idx as usize].set_state(State::Vacant);
         self.vacant.push(idx);
         self.extents -= 1;
     }
 
     /// Marks node `idx` (not yet counted as free) free, coalesces it with free neighbours and
     /// lists it in its bucket.
+    #[inline]
     fn make_free(&mut self, idx: u32) {
-        self.nodes[idx as usize].state = State::Free;
-        self.free_units += u64::from(self.nodes[idx as usize].units);
+        let h = &mut self.hot[idx as usize];
+        h.set_state(State::Free);
+        self.free_units += u64::from(h.size);
+        let next = h.next;
+        let prev = self.cold[idx as usize].prev;
         let mut idx = idx;
-        let prev = self.nodes[idx as usize].prev;
         if prev != NIL && self.mergeable(prev, idx) {
             self.bucket_remove(prev);
-            self.nodes[prev as usize].units += self.nodes[idx as usize].units;
+            let units = self.units(prev) + self.units(idx);
+            self.hot[prev as usize].set_units(units);
             self.unlink(idx);
             idx = prev;
         }
-        let next = self.nodes[idx as usize].next;
         if next != NIL && self.mergeable(idx, next) {
             self.bucket_remove(next);
-            self.nodes[idx as usize].units += self.nodes[next as usize].units;
+            let units = self.units(idx) + self.units(next);
+            self.hot[idx as usize].set_units(units);
             self.unlink(next);
         }
         self.bucket_insert(idx);
     }
 
+    #[inline]
     fn mergeable(&self, a: u32, b: u32) -> bool {
-        let (a, b) = (&self.nodes[a as usize], &self.nodes[b as usize]);
-        a.state == State::Free
-            && b.state == State::Free
-            && u64::from(a.units) + u64::from(b.units) <= u64::from(MAX_EXTENT_UNITS)
+        let (a, b) = (&self.hot[a as usize], &self.hot[b as usize]);
+        a.is_free()
+            && b.is_free()
+            && u64::from(a.units()) + u64::from(b.units()) <= u64::from(MAX_EXTENT_UNITS)
     }
 
+    #[inline]
     fn bucket_insert(&mut self, idx: u32) {
-        let class = self.classes.class_of(self.nodes[idx as usize].units);
+        let class = self.classes.of(self.units(idx));
         let head = self.buckets[class];
-        let n = &mut self.nodes[idx as usize];
-        n.class = class as u8;
-        n.bprev = NIL;
-        n.bnext = head;
+        self.cold[idx as usize].link = NIL;
+        self.cold[idx as usize].bnext = head;
         if head != NIL {
-            self.nodes[head as usize].bprev = idx;
+            self.cold[head as usize].link = idx;
         }
         self.buckets[class] = idx;
         self.mask |= 1 << class;
     }
 
+    /// Takes free node `idx` out of its class's list (its size must not have changed since
+    /// it was listed: the class is computed from it).
+    #[inline]
     fn bucket_remove(&mut self, idx: u32) {
-        let Node {
-            bprev,
-            bnext,
-            class,
-            ..
-        } = self.nodes[idx as usize];
-        let class = class as usize;
+        let Cold {
+            link: bprev, bnext, ..
+        } = self.cold[idx as usize];
+        let class = self.classes.of(self.units(idx));
         if bprev == NIL {
             self.buckets[class] = bnext;
             if bnext == NIL {
                 self.mask &= !(1 << class);
             }
         } else {
-            self.nodes[bprev as usize].bnext = bnext;
+            self.cold[bprev as usize].bnext = bnext;
         }
         if bnext != NIL {
-            self.nodes[bnext as usize].bprev = bprev;
+            self.cold[bnext as usize].link = bprev;
         }
-        let n = &mut self.nodes[idx as usize];
-        n.bprev = NIL;
-        n.bnext = NIL;
+        self.cold[idx as usize].link = NIL;
+        self.cold[idx as usize].bnext = NIL;
     }
 
     fn bucket_iter(&self, class: usize) -> impl Iterator<Item = u32> + '_ {
         let mut at = self.buckets.get(class).copied().unwrap_or(NIL);
         std::iter::from_fn(move || {
             let idx = at;
-            at = self.nodes.get(idx as usize)?.bnext;
+            at = self.cold.get(idx as usize)?.bnext;
             Some(idx)
         })
     }
@@ -872,15 +1087,38 @@ impl Allocator {
     /// (list index, unit offset) into a location.
     pub fn validate(&self, extent_at: &dyn Fn(u64, u64) -> Location) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let live_nodes = self.nodes.len() - self.vacant.len();
-        if live_nodes != self.extents {
+        let mut totals = |what: String| {
             problems.push(Problem {
-                what: format!(
-                    "{} extents counted, {live_nodes} slab nodes live",
-                    self.extents
-                ),
+                what,
                 at: Location::Totals,
             });
+        };
+        if self.hot.len() != self.cold.len() {
+            totals(format!(
+                "{} hot and {} cold node parts",
+                self.hot.len(),
+                self.cold.len()
+            ));
+            return problems;
+        }
+        let live_nodes = self.hot.len() - self.vacant.len();
+        if live_nodes != self.extents {
+            totals(format!(
+                "{} extents counted, {live_nodes} slab nodes live",
+                self.extents
+            ));
+        }
+        for &idx in &self.vacant {
+            if self
+                .hot
+                .get(idx as usize)
+                .is_none_or(|h| h.state() != State::Vacant)
+            {
+                totals(format!("vacant list holds node {idx}, which is not vacant"));
+            }
+        }
+        if self.epoch == 0 || self.epoch == NIL {
+            totals(format!("epoch {} is out of range", self.epoch));
         }
         let walk = self.validate_list(extent_at, &mut problems);
         self.validate_buckets(walk.free_nodes, &mut problems);
@@ -899,7 +1137,7 @@ impl Allocator {
         let (mut prev, mut at) = (NIL, self.head);
         let mut walk = Walk::default();
         while at != NIL {
-            let Some(n) = self.nodes.get(at as usize) else {
+            let (Some(h), Some(c)) = (self.hot.get(at as usize), self.cold.get(at as usize)) else {
                 report(format!("link to missing node {at}"), Location::Totals);
                 break;
             };
@@ -911,31 +1149,30 @@ impl Allocator {
                 );
                 break;
             }
-            if n.prev != prev {
+            if c.prev != prev {
                 report(
-                    format!("prev link {} should be {prev}", n.prev),
+                    format!("prev link {} should be {prev}", c.prev),
                     here.clone(),
                 );
             }
-            if n.offset != offset {
+            let at_offset = c.offset;
+            if at_offset != offset {
                 report(
-                    format!(
-                        "offset {} but the sizes before add up to {offset}",
-                        n.offset
-                    ),
+                    format!("offset {at_offset} but the sizes before add up to {offset}"),
                     here.clone(),
                 );
             }
-            if n.units == 0 || n.units > MAX_EXTENT_UNITS {
-                report(format!("invalid size {} units", n.units), here.clone());
+            let units = h.units();
+            if units == 0 || units > MAX_EXTENT_UNITS {
+                report(format!("invalid size {units} units"), here.clone());
             }
             if let Some(what) = self.check_node(at, prev, &mut walk) {
                 report(what, here);
             }
-            offset += u64::from(n.units);
+            offset += u64::from(units);
             count += 1;
             prev = at;
-            at = n.next;
+            at = h.next;
         }
         let mut totals = |what: String| report(what, Location::Totals);
         if prev != self.tail {
@@ -980,28 +1217,33 @@ impl Allocator {
 
     /// Counts node `at` (after `prev`) into `walk` and checks what depends on its state.
     fn check_node(&self, at: u32, prev: u32, walk: &mut Walk) -> Option<String> {
-        let n = &self.nodes[at as usize];
-        match n.state {
+        let (h, c) = (&self.hot[at as usize], &self.cold[at as usize]);
+        let units = h.units();
+        match h.state() {
             State::Used(id) => {
-                walk.used += u64::from(n.units);
+                walk.used += u64::from(units);
                 walk.used_nodes += 1;
                 if id == 0 {
                     return Some("in use with id 0".into());
-                } else if self.ids.get(&id) != Some(&at) {
+                } else if self.ids.get(id) != Some(at) {
                     return Some(format!(
                         "in use by {} but the id table disagrees",
                         BlockId(id)
                     ));
+                } else if c.link > self.epoch {
+                    return Some(format!(
+                        "allocated in epoch {}, after the current one ({})",
+                        c.link, self.epoch
+                    ));
                 }
             }
             State::Free => {
-                walk.free += u64::from(n.units);
+                walk.free += u64::from(units);
                 walk.free_nodes += 1;
-                let class = self.classes.class_of(n.units);
-                if usize::from(n.class) != class {
+                let class = self.classes.of(units);
+                if c.link == NIL && self.buckets.get(class) != Some(&at) {
                     return Some(format!(
-                        "free extent of {} units listed in class {}, belongs in {class}",
-                        n.units, n.class
+                        "free extent of {units} units is not in the list of its class {class}"
                     ));
                 }
                 if prev != NIL && self.mergeable(prev, at) {
@@ -1009,7 +1251,7 @@ impl Allocator {
                 }
             }
             State::Pending => {
-                walk.pending += u64::from(n.units);
+                walk.pending += u64::from(units);
                 walk.pending_nodes.push(at);
             }
             State::Vacant => return Some("a vacant slot is linked".into()),
@@ -1017,10 +1259,28 @@ impl Allocator {
         None
     }
 
-    /// The buckets: each list well linked, of free nodes of its class; the mask; and together
-    /// they hold every free node.
+    /// The buckets: the class table agrees with the configuration; each list well linked, of
+    /// free nodes of its class; the mask; and together they hold every free node.
     fn validate_buckets(&self, free_nodes: usize, problems: &mut Vec<Problem>) {
         let mut report = |what: String, at: Location| problems.push(Problem { what, at });
+        if self.buckets.len() != self.classes.count() {
+            report(
+                format!(
+                    "{} buckets for {} size classes",
+                    self.buckets.len(),
+                    self.classes.count()
+                ),
+                Location::Totals,
+            );
+        }
+        for (units, &class) in self.classes.small.iter().enumerate() {
+            if usize::from(class) != self.classes.config.class_of(units as u32) {
+                report(
+                    format!("the class table puts {units} units in class {class}"),
+                    Location::Totals,
+                );
+            }
+        }
         let mut in_buckets = 0usize;
         for (class, &head) in self.buckets.iter().enumerate() {
             let here = Location::Bucket { index: class };
@@ -1029,30 +1289,37 @@ impl Allocator {
             }
             let (mut bprev, mut at) = (NIL, head);
             while at != NIL {
-                let Some(n) = self.nodes.get(at as usize) else {
+                let (Some(h), Some(c)) = (self.hot.get(at as usize), self.cold.get(at as usize))
+                else {
                     report(format!("link to missing node {at}"), here.clone());
                     break;
                 };
                 in_buckets += 1;
-                if in_buckets > self.nodes.len() {
+                if in_buckets > self.hot.len() {
                     report("bucket lists loop".into(), here.clone());
                     break;
                 }
-                if n.state != State::Free {
+                if !h.is_free() {
                     report(format!("holds node {at}, which is not free"), here.clone());
                 }
-                if usize::from(n.class) != class || self.classes.class_of(n.units) != class {
+                if self.classes.of(h.units()) != class {
                     report(
-                        format!("holds a {}-unit extent of another class", n.units),
+                        format!("holds a {}-unit extent of another class", h.units()),
                         here.clone(),
                     );
                 }
-                if n.bprev != bprev {
+                if c.link != bprev {
                     report(format!("node {at} has a wrong back link"), here.clone());
                 }
                 bprev = at;
-                at = n.bnext;
+                at = c.bnext;
             }
+        }
+        if self.buckets.len() < 64 && self.mask >> self.buckets.len() != 0 {
+            report(
+                "non-empty bits set past the last class".into(),
+                Location::Totals,
+            );
         }
         if in_buckets != free_nodes {
             report(
@@ -1062,19 +1329,26 @@ impl Allocator {
         }
     }
 
-    /// The id table: one entry per used node, each pointing at a used node of its id.
+    /// The id table: its own structure, one entry per used node, each pointing at a used node
+    /// of its id.
     fn validate_ids(&self, used_nodes: usize, problems: &mut Vec<Problem>) {
+        for what in self.ids.check() {
+            problems.push(Problem {
+                what,
+                at: Location::Totals,
+            });
+        }
         if self.ids.len() != used_nodes {
             problems.push(Problem {
                 what: format!("{} ids, {used_nodes} extents in use", self.ids.len()),
                 at: Location::Totals,
             });
         }
-        for (&id, &idx) in &self.ids {
+        for (id, idx) in self.ids.iter() {
             let ok = self
-                .nodes
+                .hot
                 .get(idx as usize)
-                .is_some_and(|n| n.state == State::Used(id));
+                .is_some_and(|h| h.state() == State::Used(id));
             if id == 0 || !ok {
                 problems.push(Problem {
                     what: format!("points at node {idx}, which is not its extent"),
@@ -1082,6 +1356,18 @@ impl Allocator {
                 });
             }
         }
+    }
+}
+
+impl RecordSink for Allocator {
+    #[inline]
+    fn seen(&self, id: u32) -> bool {
+        self.ids.contains(id)
+    }
+
+    #[inline]
+    fn push(&mut self, record: Record) -> Result<()> {
+        self.push_record(record)
     }
 }
 
@@ -1244,10 +1530,7 @@ mod tests {
         check(&al);
         let classes: Vec<Vec<u32>> = (0..4)
             .map(|c| {
-                let mut v: Vec<u32> = al
-                    .bucket_iter(c)
-                    .map(|i| al.nodes[i as usize].units)
-                    .collect();
+                let mut v: Vec<u32> = al.bucket_iter(c).map(|i| al.units(i)).collect();
                 v.sort_unstable();
                 v
             })
@@ -1420,6 +1703,117 @@ mod tests {
         );
     }
 
+    /// Every record `write_records` writes, a few slots at a time.
+    fn written(al: &Allocator, slots: usize) -> Vec<Record> {
+        let mut cursor = al.record_cursor();
+        let mut buf = vec![0u8; slots * RECORD_SIZE];
+        let mut out = Vec::new();
+        while !cursor.done() {
+            let n = al.write_records(&mut cursor, &mut buf);
+            assert!(n > 0 && n <= slots);
+            for raw in buf[..n * RECORD_SIZE].chunks_exact(RECORD_SIZE) {
+                let id = u32::from_le_bytes(raw[..4].try_into().unwrap());
+                let size = u32::from_le_bytes(raw[4..].try_into().unwrap());
+                out.push(Record {
+                    id,
+                    units: size & MAX_EXTENT_UNITS,
+                    in_use: size & IN_USE != 0,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn written_records_follow_the_list_whatever_the_slab_order() {
+        let mut al = alloc();
+        assert!(written(&al, 4).is_empty());
+        let ids: Vec<u32> = (0..40).map(|i| new(&mut al, 1 + i % 5)).collect();
+        commit(&mut al);
+        // Frees (pending, then free and coalesced), splits of free extents (new nodes out of
+        // slab order) and a free tail.
+        for &id in ids.iter().step_by(3) {
+            al.free(id);
+        }
+        commit(&mut al);
+        for units in [1, 2, 1, 3] {
+            new(&mut al, units);
+        }
+        al.free(ids[39]);
+        al.free(ids[1]);
+        check(&al);
+        let walked = al.records();
+        assert!(walked.len() > 30);
+        assert!(walked.last().unwrap().in_use);
+        for slots in [1, 2, 7, 1000] {
+            assert_eq!(written(&al, slots), walked, "{slots} slots at a time");
+        }
+        let (count, body) = al.map_extent();
+        assert_eq!(count, walked.len());
+        assert_eq!(body, walked.iter().map(|r| u64::from(r.units)).sum::<u64>());
+    }
+
+    #[test]
+    fn epochs_wrap_around_without_making_old_extents_fresh() {
+        let mut al = alloc();
+        let old = new(&mut al, 2);
+        al.epoch = NIL - 2;
+        let before = new(&mut al, 2);
+        commit(&mut al);
+        let last = new(&mut al, 2);
+        assert_eq!(al.epoch, NIL - 1);
+        assert!(al.is_fresh(last));
+        commit(&mut al);
+        assert_eq!(al.epoch, 1);
+        for id in [old, before, last] {
+            assert!(!al.is_fresh(id));
+        }
+        // Committed extents are pending when freed; a fresh one is free at once.
+        al.free(last);
+        assert_eq!(al.pending_units(), 2);
+        let fresh = new(&mut al, 3);
+        assert!(al.is_fresh(fresh));
+        al.free(fresh);
+        assert_eq!(al.pending_units(), 2);
+        check(&al);
+        commit(&mut al);
+        assert_eq!(al.pending_units(), 0);
+    }
+
+    #[test]
+    fn ids_far_from_the_sequence_and_reopened_ids() {
+        let mut al = alloc();
+        for id in [MAP_ID - 1, 1 << 30, 7, 3] {
+            al.alloc(id, 1).unwrap();
+        }
+        let seq: Vec<u32> = (0..5000)
+            .map(|_| {
+                let id = al.new_id().unwrap();
+                al.alloc(id, 1).unwrap();
+                id
+            })
+            .collect();
+        assert!(!seq.contains(&7) && !seq.contains(&3) && !seq.contains(&(1 << 30)));
+        for &id in seq.iter().step_by(2) {
+            assert!(al.free(id));
+        }
+        check(&al);
+        let m = al.place_map(1, None).unwrap();
+        al.bind(MAP_ID, m);
+        let records = al.records();
+        let re = Allocator::from_records(BucketConfig::default(), u64::MAX, &records).unwrap();
+        check(&re);
+        let mut a: Vec<u32> = al.ids().collect();
+        let mut b: Vec<u32> = re.ids().collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        assert_eq!(a, b);
+        // The largest id is MAP_ID - 1: new ids start again from 1, skipping live ones.
+        let mut re = re;
+        assert_eq!(re.new_id(), Some(1));
+        assert_eq!(re.new_id(), Some(4));
+    }
+
     #[test]
     fn from_records_coalesces_and_restores_ids() {
         let free = |units| Record {
@@ -1590,7 +1984,8 @@ mod tests {
             pending: al.pending.clone(),
             classes: al.classes.clone(),
             buckets: al.buckets.clone(),
-            nodes: al.nodes.clone(),
+            hot: al.hot.clone(),
+            cold: al.cold.clone(),
             vacant: al.vacant.clone(),
             ..Allocator::new(BucketConfig::default(), u64::MAX)
         };
@@ -1604,11 +1999,11 @@ mod tests {
         assert!(b.validate(&loc).is_empty());
 
         // A wrong offset, al wrong size class, al stale id entry, al missing bucket bit.
-        let idx = al.ids[&ids[2]] as usize;
-        b.nodes[idx].offset += 1;
+        let idx = al.ids.get(ids[2]).unwrap() as usize;
+        b.cold[idx].offset += 1;
         assert!(!b.validate(&loc).is_empty());
-        b.nodes[idx].offset -= 1;
-        b.ids.insert(ids[2], al.ids[&ids[3]]);
+        b.cold[idx].offset -= 1;
+        b.ids.insert(ids[2], al.ids.get(ids[3]).unwrap());
         assert!(!b.validate(&loc).is_empty());
         b.ids.insert(ids[2], idx as u32);
         b.mask = 0;
@@ -1618,9 +2013,9 @@ mod tests {
         assert!(!b.validate(&loc).is_empty());
         b.body -= 1;
         // Two adjacent free extents.
-        let third = al.ids[&ids[2]];
-        b.ids.remove(&ids[2]);
-        b.nodes[third as usize].state = State::Free;
+        let third = al.ids.get(ids[2]).unwrap();
+        b.ids.remove(ids[2]);
+        b.hot[third as usize].set_state(State::Free);
         b.used_units -= 2;
         b.free_units += 2;
         b.bucket_insert(third);

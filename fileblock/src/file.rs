@@ -21,6 +21,9 @@ const COPY_CHUNK: usize = 64 * 1024;
 /// How many commits one [`FileBlock::compact`] call makes at most.
 const MAX_COMPACT_ROUNDS: u32 = 8;
 
+/// The most map pages read through the cache at once (fewer if the cache is smaller).
+const MAP_READ_PAGES: usize = 16;
+
 /// An allocator of blocks in the body of a file, with an atomically committed extent map.
 ///
 /// Blocks are named by a [`BlockId`] that stays the same across moves and reopens. Their bytes
@@ -49,6 +52,8 @@ pub struct FileBlock {
     alloc_unit: u32,
     /// File offset of the body: two pages.
     data_start: u64,
+    /// How many map pages are read through the cache at once.
+    map_read_pages: usize,
     alloc: Allocator,
     /// Named roots, in table order.
     roots: Vec<(String, u32)>,
@@ -144,6 +149,7 @@ impl FileBlock {
             return Err(Error::NotEmpty { pages });
         }
         let (alloc_unit, cache_config, buckets) = config.into_parts();
+        let map_read_pages = cache_config.capacity().clamp(1, MAP_READ_PAGES);
         let cache = BlockCache::new(Arc::clone(&io), cache_config)?;
         let data_start = 2 * page_size as u64;
         let alloc = Allocator::new(buckets, max_body(data_start, alloc_unit));
@@ -164,6 +170,7 @@ impl FileBlock {
             page_size,
             alloc_unit,
             data_start,
+            map_read_pages,
             alloc,
             roots: Vec::new(),
             committed,
@@ -189,6 +196,7 @@ impl FileBlock {
     pub fn open(io: Arc<dyn PageIo>, config: Config) -> Result<Self> {
         let page_size = io.page_size();
         let (_, cache_config, buckets) = config.into_parts();
+        let map_read_pages = cache_config.capacity().clamp(1, MAP_READ_PAGES);
         let cache = BlockCache::new(Arc::clone(&io), cache_config)?;
         let (slot, sb) = read_superblocks(&cache, page_size)?;
         let file_len = cache.len();
@@ -201,13 +209,16 @@ impl FileBlock {
                 Location::FileLength { len: file_len },
             ));
         }
-        let map_len = sb.map_pages as usize * page_size;
-        let records = {
-            let map = cache.get(sb.map_file_offset(), map_len)?;
-            format::decode_map(&map, &sb)?
-        };
+        // The map goes straight from the cache, a few pages at a time, into the allocator.
+        let data_start = 2 * page_size as u64;
+        let mut alloc = Allocator::new(buckets, max_body(data_start, sb.alloc_unit));
+        // The map lies inside the file (checked above), so its record count is no bigger than
+        // the file makes possible.
+        alloc.reserve(sb.map_records as usize);
+        read_map(&cache, &sb, map_read_pages, &mut alloc)?;
+        alloc.finish_records();
         for (index, (name, id)) in sb.roots.iter().enumerate() {
-            if !records.iter().any(|r| r.in_use && r.id == id.0) {
+            if !alloc.contains(id.0) {
                 return Err(Error::corrupt(
                     format!("root {name:?} names {id}, which is not a live block"),
                     Location::Root {
@@ -217,15 +228,13 @@ impl FileBlock {
                 ));
             }
         }
-        let data_start = 2 * page_size as u64;
-        let alloc =
-            Allocator::from_records(buckets, max_body(data_start, sb.alloc_unit), &records)?;
         Ok(Self {
             io,
             cache,
             page_size,
             alloc_unit: sb.alloc_unit,
             data_start,
+            map_read_pages,
             alloc,
             roots: sb.roots.iter().map(|(n, id)| (n.clone(), id.0)).collect(),
             committed: sb,
@@ -240,7 +249,7 @@ impl FileBlock {
     /// until written.
     pub fn alloc(&mut self, size: u64) -> Result<BlockId> {
         let units = self.units_for(size)?;
-        let id = self.alloc.new_id().ok_or(Error::OutOfSpace)?;
+        let id = self.alloc.new_id().ok_or_else(|| Error::OutOfSpace)?;
         self.alloc.alloc(id, units)?;
         self.dirty = true;
         Ok(BlockId(id))
@@ -279,9 +288,12 @@ impl FileBlock {
 
     /// Frees a block. Its id may be handed out again. Roots naming it are cleared.
     pub fn free(&mut self, id: BlockId) -> Result<()> {
-        self.extent_of(id)?;
-        self.alloc.free(id.0);
-        self.roots.retain(|&(_, root)| root != id.0);
+        if id.0 == MAP_ID || !self.alloc.free(id.0) {
+            return Err(Error::UnknownId { id });
+        }
+        if !self.roots.is_empty() {
+            self.roots.retain(|&(_, root)| root != id.0);
+        }
         self.dirty = true;
         Ok(())
     }
@@ -469,7 +481,7 @@ impl FileBlock {
         let units_per_page = (ps / self.alloc_unit as usize) as u64;
         // A first guess from the current record count; the placement can add a record (a
         // split), or, when the map lands past the last block, the extents before it.
-        let mut guess = self.alloc.records().len() + 1;
+        let mut guess = self.alloc.map_extent().0 + 1;
         for _ in 0..2 {
             let pages = guess.div_ceil(per_page).max(1) as u64;
             let units = pages
@@ -480,10 +492,10 @@ impl FileBlock {
                 .alloc
                 .place_map(units, map_below)
                 .map_err(|e| (None, e))?;
-            let records = self.alloc.records();
-            if records.len() <= pages as usize * per_page {
-                let sb = self.new_superblock(node, pages as u32, &records);
-                if let Err(e) = self.write_map(&sb, &records) {
+            let (records, body_units) = self.alloc.map_extent();
+            if records <= pages as usize * per_page {
+                let sb = self.new_superblock(node, pages as u32, records, body_units);
+                if let Err(e) = self.write_map(&sb) {
                     return Err((Some(node), e));
                 }
                 return Ok((node, sb));
@@ -495,17 +507,23 @@ impl FileBlock {
         Err((None, Error::OutOfSpace))
     }
 
-    fn new_superblock(&self, map_node: u32, map_pages: u32, records: &[Record]) -> Superblock {
+    fn new_superblock(
+        &self,
+        map_node: u32,
+        map_pages: u32,
+        map_records: usize,
+        body_units: u64,
+    ) -> Superblock {
         let map = self.alloc.node_extent(map_node);
         Superblock {
             generation: self.committed.generation + 1,
             page_size: self.page_size as u32,
             alloc_unit: self.alloc_unit,
-            body_units: records.iter().map(|r| u64::from(r.units)).sum(),
+            body_units,
             map_offset: map.offset,
             map_units: map.units,
             map_pages,
-            map_records: records.len() as u32,
+            map_records: map_records as u32,
             roots: self
                 .roots
                 .iter()
@@ -514,17 +532,52 @@ impl FileBlock {
         }
     }
 
-    /// Writes the map pages of `sb` into the cache.
-    fn write_map(&self, sb: &Superblock, records: &[Record]) -> Result<()> {
+    /// Writes the map pages of `sb` into the cache, encoded straight from the extent list.
+    ///
+    /// The map is written through blocks of one device page each: the pages it covers whole
+    /// are cache pages it writes in place and that are never read (at most the two at its
+    /// ends are), whatever the map's alignment. The blocks stay pinned until the last one is
+    /// written, so no page is written back on its own to make room in the cache: the flush
+    /// that follows writes them all, in batches.
+    fn write_map(&self, sb: &Superblock) -> Result<()> {
         let ps = self.page_size;
-        let per_page = records_per_page(ps);
         let start = sb.map_file_offset();
-        for index in 0..sb.map_pages as usize {
-            let from = (index * per_page).min(records.len());
-            let to = (from + per_page).min(records.len());
-            let mut page = self.cache.get_for_write(start + (index * ps) as u64, ps)?;
-            format::encode_map_page(&records[from..to], index as u32, sb.generation, &mut page)?;
+        let pages = sb.map_pages as usize;
+        let mut cursor = self.alloc.record_cursor();
+        let mut encode = |index: usize, page: &mut [u8]| {
+            format::encode_map_page_with(index as u32, sb.generation, page, |slots| {
+                self.alloc.write_records(&mut cursor, slots)
+            });
+        };
+        let mut pinned = Vec::with_capacity(pages + 1);
+        let skew = (start % ps as u64) as usize;
+        if skew == 0 {
+            // Map pages are device pages.
+            for index in 0..pages {
+                let mut page = self.cache.get_for_write(start + (index * ps) as u64, ps)?;
+                encode(index, &mut page);
+                pinned.push(page);
+            }
+        } else {
+            // Map page `i` is the last `ps - skew` bytes of device page `i` (counted from the
+            // map's first) and the first `skew` bytes of device page `i + 1`.
+            let head = ps - skew;
+            let mut scratch = vec![0u8; ps];
+            let mut device = self.cache.get_for_write(start, head)?;
+            let mut at = 0;
+            for index in 0..pages {
+                encode(index, &mut scratch);
+                device[at..at + head].copy_from_slice(&scratch[..head]);
+                let next_start = start + ((index + 1) * ps - skew) as u64;
+                let next_len = if index + 1 == pages { skew } else { ps };
+                let mut next = self.cache.get_for_write(next_start, next_len)?;
+                next[..skew].copy_from_slice(&scratch[head..]);
+                pinned.push(std::mem::replace(&mut device, next));
+                at = skew;
+            }
+            pinned.push(device);
         }
+        debug_assert!(cursor.done(), "records left over");
         Ok(())
     }
 
@@ -848,10 +901,9 @@ impl FileBlock {
                 Location::Superblock(slot),
             ));
         }
-        let map = self
-            .cache
-            .get(sb.map_file_offset(), sb.map_pages as usize * ps)?;
-        format::decode_map(&map, &sb)
+        let mut records = format::Collect::new(sb.map_records as usize);
+        read_map(&self.cache, &sb, self.map_read_pages, &mut records)?;
+        Ok(records.records)
     }
 
     /// Checks that every extent in use in the committed map is still held in memory.
@@ -919,7 +971,7 @@ impl FileBlock {
         u32::try_from(units)
             .ok()
             .filter(|&u| u <= MAX_EXTENT_UNITS)
-            .ok_or(Error::TooLarge {
+            .ok_or_else(|| Error::TooLarge {
                 size,
                 max: self.bytes(MAX_EXTENT_UNITS),
             })
@@ -938,7 +990,7 @@ impl FileBlock {
         if id.0 == MAP_ID {
             return Err(Error::UnknownId { id });
         }
-        self.alloc.get(id.0).ok_or(Error::UnknownId { id })
+        self.alloc.get(id.0).ok_or_else(|| Error::UnknownId { id })
     }
 
     /// The file offset and length of block `id`.
@@ -991,6 +1043,30 @@ impl FileBlock {
 /// The largest body, in units, for a file whose body starts at `data_start`.
 fn max_body(data_start: u64, alloc_unit: u32) -> u64 {
     (MAX_FILE_LEN - data_start) / u64::from(alloc_unit)
+}
+
+/// Reads the map of `sb` through the cache, `chunk` pages at a time, and decodes and checks it
+/// into `sink` (see [`format::decode_map`], whose errors it reports).
+fn read_map(
+    cache: &BlockCache,
+    sb: &Superblock,
+    chunk: usize,
+    sink: &mut impl format::RecordSink,
+) -> Result<()> {
+    let ps = sb.page_size as usize;
+    let pages = sb.map_pages as usize;
+    let start = sb.map_file_offset();
+    let mut decoder = format::MapDecoder::new(sb);
+    let mut first = 0;
+    while first < pages {
+        let n = (pages - first).min(chunk);
+        let block = cache.get(start + (first * ps) as u64, n * ps)?;
+        for page in block.chunks_exact(ps) {
+            decoder.page(page, sink)?;
+        }
+        first += n;
+    }
+    decoder.finish()
 }
 
 /// Reads both superblocks and picks the valid one with the highest generation.

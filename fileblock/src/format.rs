@@ -52,12 +52,12 @@
 //! id 0. The records cover the body from offset 0 in order, the last one is in use, and the
 //! map's own extent is among them.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::Location;
+use crate::ids::IdSet;
 use crate::{BlockId, Error, Result};
 
 /// The superblock magic.
@@ -470,32 +470,71 @@ pub fn encode_map_page(
     generation: u64,
     page: &mut [u8],
 ) -> Result<()> {
-    if records.len() > records_per_page(page.len()) {
+    if page.len() < MAP_HEADER_SIZE || records.len() > records_per_page(page.len()) {
         return Err(Error::InvalidConfig {
             reason: "map records do not fit the page",
         });
     }
-    page.fill(0);
+    encode_map_page_from(&mut records.iter().copied(), index, generation, page);
+    Ok(())
+}
+
+/// Encodes map page `index` of generation `generation` into `page` (at least
+/// [`MAP_HEADER_SIZE`] bytes; the whole page is written) with as many records taken from
+/// `records` as the page holds; returns how many it took.
+pub(crate) fn encode_map_page_from(
+    records: &mut impl Iterator<Item = Record>,
+    index: u32,
+    generation: u64,
+    page: &mut [u8],
+) -> usize {
+    encode_map_page_with(index, generation, page, |slots| {
+        let mut count = 0;
+        for (slot, record) in slots.chunks_exact_mut(RECORD_SIZE).zip(records.by_ref()) {
+            let size = record.units | if record.in_use { IN_USE } else { 0 };
+            put_record(slot, record.id, size);
+            count += 1;
+        }
+        count
+    })
+}
+
+/// Encodes map page `index` of generation `generation` into `page` (at least
+/// [`MAP_HEADER_SIZE`] bytes; the whole page is written): `fill` writes the records into the
+/// slots it is given ([`RECORD_SIZE`] bytes each, as many as the page holds) with
+/// [`put_record`], from the first, and returns how many it wrote.
+pub(crate) fn encode_map_page_with(
+    index: u32,
+    generation: u64,
+    page: &mut [u8],
+    fill: impl FnOnce(&mut [u8]) -> usize,
+) -> usize {
+    let (head, body) = page.split_at_mut(MAP_HEADER_SIZE);
+    let capacity = body.len() / RECORD_SIZE;
+    let count = fill(&mut body[..capacity * RECORD_SIZE]).min(capacity);
+    body[count * RECORD_SIZE..].fill(0);
     let header = RawMapHeader {
         magic: MAP_PAGE_MAGIC,
         index: index.to_le(),
         generation: generation.to_le(),
-        count: (records.len() as u32).to_le(),
+        count: (count as u32).to_le(),
         crc: 0,
     };
-    let (head, body) = page.split_at_mut(MAP_HEADER_SIZE);
     head.copy_from_slice(bytemuck::bytes_of(&header));
-    for (slot, record) in body.chunks_exact_mut(RECORD_SIZE).zip(records) {
-        let size = record.units | if record.in_use { IN_USE } else { 0 };
-        let raw = RawRecord {
-            id: record.id.to_le(),
-            size: size.to_le(),
-        };
-        slot.copy_from_slice(bytemuck::bytes_of(&raw));
-    }
     let crc = map_page_crc(page);
     page[MAP_CRC_AT..MAP_CRC_AT + 4].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    count
+}
+
+/// Writes a record as stored into `slot` ([`RECORD_SIZE`] bytes): `size` is its length in
+/// units, with [`IN_USE`] set when the extent is in use.
+#[inline]
+pub(crate) fn put_record(slot: &mut [u8], id: u32, size: u32) {
+    let raw = RawRecord {
+        id: id.to_le(),
+        size: size.to_le(),
+    };
+    slot.copy_from_slice(bytemuck::bytes_of(&raw));
 }
 
 /// The CRC32C of a map page with its CRC field taken as zero.
@@ -519,6 +558,25 @@ pub fn decode_map_page(
     generation: u64,
     offset: u64,
 ) -> Result<Vec<Record>> {
+    let bytes = check_map_page(page, index, generation, offset)?;
+    Ok(records_in(bytes).collect())
+}
+
+/// The records of a map page's record bytes.
+fn records_in(bytes: &[u8]) -> impl Iterator<Item = Record> + '_ {
+    bytes.chunks_exact(RECORD_SIZE).map(|chunk| {
+        let raw: RawRecord = bytemuck::pod_read_unaligned(chunk);
+        let size = u32::from_le(raw.size);
+        Record {
+            id: u32::from_le(raw.id),
+            units: size & MAX_EXTENT_UNITS,
+            in_use: size & IN_USE != 0,
+        }
+    })
+}
+
+/// The checks of [`decode_map_page`]; returns the bytes of the page's records.
+fn check_map_page(page: &[u8], index: u32, generation: u64, offset: u64) -> Result<&[u8]> {
     let at = Location::MapPage { index, offset };
     let bad = |what: String| Err(Error::corrupt(what, at.clone()));
     let Some(head) = page.get(..MAP_HEADER_SIZE) else {
@@ -557,19 +615,7 @@ pub fn decode_map_page(
     let Some(bytes) = page.get(MAP_HEADER_SIZE..MAP_HEADER_SIZE + count * RECORD_SIZE) else {
         return bad("records run past the page".into());
     };
-    let mut records = Vec::with_capacity(count);
-    for chunk in bytes.chunks_exact(RECORD_SIZE) {
-        let Ok(raw) = bytemuck::try_pod_read_unaligned::<RawRecord>(chunk) else {
-            return bad("unreadable record".into());
-        };
-        let size = u32::from_le(raw.size);
-        records.push(Record {
-            id: u32::from_le(raw.id),
-            units: size & MAX_EXTENT_UNITS,
-            in_use: size & IN_USE != 0,
-        });
-    }
-    Ok(records)
+    Ok(bytes)
 }
 
 /// Decodes and checks the whole extent map: `map` is the map extent's bytes (`map_pages`
@@ -592,102 +638,232 @@ pub fn decode_map(map: &[u8], sb: &Superblock) -> Result<Vec<Record>> {
             Location::Map,
         ));
     }
-    let per_page = records_per_page(ps);
-    let map_start = sb.map_file_offset();
-    let total = sb.map_records as usize;
     // Reserve no more than the bytes can hold, whatever the (untrusted) count says.
-    let mut records = Vec::with_capacity(total.min(map.len() / RECORD_SIZE));
-    for (index, page) in map.chunks_exact(ps).enumerate() {
-        let offset = map_start.saturating_add((index * ps) as u64);
-        let page_records = decode_map_page(page, index as u32, sb.generation, offset)?;
-        let expected = total.saturating_sub(index * per_page).min(per_page);
-        if page_records.len() != expected {
+    let mut sink = Collect::new((sb.map_records as usize).min(map.len() / RECORD_SIZE));
+    let mut decoder = MapDecoder::new(sb);
+    for page in map.chunks_exact(ps) {
+        decoder.page(page, &mut sink)?;
+    }
+    decoder.finish()?;
+    Ok(sink.records)
+}
+
+/// Where a [`MapDecoder`] hands the records of a map, in order, each once it passed the checks.
+pub(crate) trait RecordSink {
+    /// Whether a record handed over before was in use by `id`.
+    fn seen(&self, id: u32) -> bool;
+
+    /// Takes the next record.
+    fn push(&mut self, record: Record) -> Result<()>;
+}
+
+/// A [`RecordSink`] that collects the records.
+pub(crate) struct Collect {
+    pub records: Vec<Record>,
+    ids: IdSet,
+}
+
+impl Collect {
+    /// A sink for about `expected` records.
+    pub fn new(expected: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(expected),
+            ids: IdSet::new(expected),
+        }
+    }
+}
+
+impl RecordSink for Collect {
+    fn seen(&self, id: u32) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn push(&mut self, record: Record) -> Result<()> {
+        if record.in_use {
+            self.ids.insert(record.id);
+        }
+        self.records.push(record);
+        Ok(())
+    }
+}
+
+/// [`decode_map`] one page at a time, so the map need not be in memory all at once, handing
+/// the records to a [`RecordSink`] as they pass the checks. It reports the error `decode_map`
+/// would: a record that fails a check is reported only once every page has been checked (a
+/// damaged page after it comes first), and the checks of the whole come last.
+pub(crate) struct MapDecoder<'a> {
+    sb: &'a Superblock,
+    per_page: usize,
+    /// Pages decoded so far.
+    pages: usize,
+    check: RecordCheck<'a>,
+    /// The first record that failed a check; no record is handed over after it.
+    failed: Option<Error>,
+}
+
+impl<'a> MapDecoder<'a> {
+    pub fn new(sb: &'a Superblock) -> Self {
+        Self {
+            sb,
+            per_page: records_per_page(sb.page_size as usize),
+            pages: 0,
+            check: RecordCheck::new(sb),
+            failed: None,
+        }
+    }
+
+    /// Decodes and checks the next page (`page_size` bytes) and hands its records to `sink`.
+    pub fn page(&mut self, page: &[u8], sink: &mut impl RecordSink) -> Result<()> {
+        let index = self.pages;
+        self.pages += 1;
+        let offset = self
+            .check
+            .map_start
+            .saturating_add((index * page.len()) as u64);
+        let bytes = check_map_page(page, index as u32, self.sb.generation, offset)?;
+        let count = bytes.len() / RECORD_SIZE;
+        let total = self.sb.map_records as usize;
+        let expected = total
+            .saturating_sub(index * self.per_page)
+            .min(self.per_page);
+        if count != expected {
             return Err(Error::corrupt(
-                format!(
-                    "{} records, expected {expected} of the map's {total}",
-                    page_records.len()
-                ),
+                format!("{count} records, expected {expected} of the map's {total}"),
                 Location::MapPage {
                     index: index as u32,
                     offset,
                 },
             ));
         }
-        records.extend(page_records);
+        if self.failed.is_none() {
+            for record in records_in(bytes) {
+                if let Err(e) = self.check.record(record, |id| sink.seen(id)) {
+                    self.failed = Some(e);
+                    break;
+                }
+                sink.push(record)?;
+            }
+        }
+        Ok(())
     }
-    check_records(&records, sb)?;
-    Ok(records)
+
+    /// The checks of the whole map, once every page has been decoded.
+    pub fn finish(self) -> Result<()> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => self.check.finish(),
+        }
+    }
 }
 
-/// Checks the records of a whole map against its superblock (see [`decode_map`]).
-fn check_records(records: &[Record], sb: &Superblock) -> Result<()> {
-    let per_page = records_per_page(sb.page_size as usize).max(1);
-    let map_start = sb.map_file_offset();
-    let ps = u64::from(sb.page_size);
-    let record_at = |k: usize| Location::MapRecord {
-        index: k as u64,
-        offset: map_start
-            .saturating_add(((k / per_page) as u64).saturating_mul(ps))
-            .saturating_add((MAP_HEADER_SIZE + (k % per_page) * RECORD_SIZE) as u64),
-    };
-    let mut ids = HashSet::with_capacity(records.len());
-    let mut offset: u64 = 0;
-    let mut map_seen = false;
-    for (k, r) in records.iter().enumerate() {
-        let bad = |what: String| Err(Error::corrupt(what, record_at(k)));
+/// The checks of the records of a whole map against its superblock (see [`decode_map`]), one
+/// record at a time.
+struct RecordCheck<'a> {
+    sb: &'a Superblock,
+    per_page: usize,
+    map_start: u64,
+    /// The offset of the next record, in units.
+    offset: u64,
+    map_seen: bool,
+    /// Records checked so far.
+    count: usize,
+    last_in_use: bool,
+}
+
+impl<'a> RecordCheck<'a> {
+    fn new(sb: &'a Superblock) -> Self {
+        Self {
+            sb,
+            per_page: records_per_page(sb.page_size as usize).max(1),
+            map_start: sb.map_file_offset(),
+            offset: 0,
+            map_seen: false,
+            count: 0,
+            last_in_use: false,
+        }
+    }
+
+    /// The location of record `k`.
+    fn record_at(&self, k: usize) -> Location {
+        Location::MapRecord {
+            index: k as u64,
+            offset: self
+                .map_start
+                .saturating_add(
+                    ((k / self.per_page) as u64).saturating_mul(self.sb.page_size.into()),
+                )
+                .saturating_add((MAP_HEADER_SIZE + (k % self.per_page) * RECORD_SIZE) as u64),
+        }
+    }
+
+    #[cold]
+    fn bad(&self, what: String) -> Error {
+        Error::corrupt(what, self.record_at(self.count))
+    }
+
+    /// Checks the next record; `seen(id)` says whether an earlier record was in use by `id`.
+    #[inline]
+    fn record(&mut self, r: Record, seen: impl FnOnce(u32) -> bool) -> Result<()> {
         if r.units == 0 {
-            return bad("extent of size 0".into());
+            return Err(self.bad("extent of size 0".into()));
         }
         if r.in_use {
             if r.id == 0 {
-                return bad("extent in use with id 0".into());
+                return Err(self.bad("extent in use with id 0".into()));
             }
-            if !ids.insert(r.id) {
-                return bad(format!("id {} appears twice", BlockId(r.id)));
+            if seen(r.id) {
+                return Err(self.bad(format!("id {} appears twice", BlockId(r.id))));
             }
             if r.id == MAP_ID {
-                if offset != sb.map_offset || r.units != sb.map_units {
-                    return bad(format!(
-                        "map extent at unit {offset} of {} units, but the superblock says \
+                if self.offset != self.sb.map_offset || r.units != self.sb.map_units {
+                    return Err(self.bad(format!(
+                        "map extent at unit {} of {} units, but the superblock says \
                          unit {} of {} units",
-                        r.units, sb.map_offset, sb.map_units
-                    ));
+                        self.offset, r.units, self.sb.map_offset, self.sb.map_units
+                    )));
                 }
-                map_seen = true;
+                self.map_seen = true;
             }
         } else if r.id != 0 {
-            return bad(format!("free extent with id {}", r.id));
+            return Err(self.bad(format!("free extent with id {}", r.id)));
         }
-        let Some(next) = offset.checked_add(u64::from(r.units)) else {
-            return bad("extent offsets overflow".into());
+        let Some(next) = self.offset.checked_add(u64::from(r.units)) else {
+            return Err(self.bad("extent offsets overflow".into()));
         };
-        if next > sb.body_units {
-            return bad(format!(
+        if next > self.sb.body_units {
+            return Err(self.bad(format!(
                 "extent ends at unit {next}, past the body's {} units",
-                sb.body_units
+                self.sb.body_units
+            )));
+        }
+        self.offset = next;
+        self.count += 1;
+        self.last_in_use = r.in_use;
+        Ok(())
+    }
+
+    /// The checks of the whole, after the last record.
+    fn finish(self) -> Result<()> {
+        if self.offset != self.sb.body_units {
+            return Err(Error::corrupt(
+                format!(
+                    "extents add up to {} units, but the body is {} units",
+                    self.offset, self.sb.body_units
+                ),
+                Location::Map,
             ));
         }
-        offset = next;
+        if !self.map_seen {
+            return Err(Error::corrupt("no extent holds the map", Location::Map));
+        }
+        if self.count > 0 && !self.last_in_use {
+            return Err(Error::corrupt(
+                "the last extent is free",
+                self.record_at(self.count - 1),
+            ));
+        }
+        Ok(())
     }
-    if offset != sb.body_units {
-        return Err(Error::corrupt(
-            format!(
-                "extents add up to {offset} units, but the body is {} units",
-                sb.body_units
-            ),
-            Location::Map,
-        ));
-    }
-    if !map_seen {
-        return Err(Error::corrupt("no extent holds the map", Location::Map));
-    }
-    if records.last().is_some_and(|r| !r.in_use) {
-        return Err(Error::corrupt(
-            "the last extent is free",
-            record_at(records.len() - 1),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

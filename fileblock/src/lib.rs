@@ -60,6 +60,7 @@ mod config;
 mod error;
 mod file;
 pub mod format;
+mod ids;
 
 /// The name of a block: stable while the block lives, across moves and reopens.
 ///

@@ -655,3 +655,133 @@ fn a_committed_block_never_written_still_lies_inside_the_file() {
     clean(&file);
     assert_eq!(file.size(b).unwrap(), 1 << 20);
 }
+
+/// Reads `len` bytes at file offset `at` straight from the device.
+fn read_bytes(io: &dyn PageIo, at: u64, len: usize) -> Vec<u8> {
+    let ps = io.page_size() as u64;
+    let mut page = vec![0u8; ps as usize];
+    let mut out = Vec::with_capacity(len);
+    let mut pos = at;
+    while out.len() < len {
+        io.read_page(pos / ps, &mut page).unwrap();
+        let from = (pos % ps) as usize;
+        let n = (ps as usize - from).min(len - out.len());
+        out.extend_from_slice(&page[from..from + n]);
+        pos += n as u64;
+    }
+    out
+}
+
+/// Writes `bytes` at file offset `at` straight to the device.
+fn write_bytes(io: &dyn PageIo, at: u64, bytes: &[u8]) {
+    let ps = io.page_size() as u64;
+    let mut page = vec![0u8; ps as usize];
+    let mut done = 0;
+    while done < bytes.len() {
+        let pos = at + done as u64;
+        io.read_page(pos / ps, &mut page).unwrap();
+        let from = (pos % ps) as usize;
+        let n = (ps as usize - from).min(bytes.len() - done);
+        page[from..from + n].copy_from_slice(&bytes[done..done + n]);
+        io.write_page(pos / ps, &page).unwrap();
+        done += n;
+    }
+}
+
+#[test]
+fn multi_page_maps_round_trip_at_any_alignment_and_cache_size() {
+    for (ps, au) in [(512usize, 64u32), (4096, 512)] {
+        let io = mem(ps);
+        let config = Config::default().with_alloc_unit(au);
+        let mut file = FileBlock::create(io.clone(), config.clone()).unwrap();
+        let mut ids = Vec::new();
+        let mut skews = std::collections::BTreeSet::new();
+        for round in 0..12u64 {
+            for i in 0..(ps as u64 / 3) {
+                let id = file
+                    .alloc(1 + (i * 7 + round * 13) % (4 * u64::from(au)))
+                    .unwrap();
+                ids.push(id);
+            }
+            let gone = ids.swap_remove((round as usize * 31) % ids.len());
+            file.free(gone).unwrap();
+            file.flush().unwrap();
+            clean(&file);
+            let sb = file.superblock();
+            assert!(sb.map_pages >= 2, "{sb:?}");
+            skews.insert(sb.map_file_offset() % ps as u64);
+        }
+        assert!(skews.len() > 1, "{skews:?}");
+        let expect = state(&file);
+        drop(file);
+        for capacity in [1, 3, 1024] {
+            let config = config
+                .clone()
+                .with_cache(pagecache::CacheConfig::default().with_capacity(capacity));
+            let file = FileBlock::open(io.clone(), config).unwrap();
+            clean(&file);
+            assert_eq!(state(&file), expect, "page {ps}, cache of {capacity}");
+        }
+    }
+}
+
+#[test]
+fn open_names_the_damage_decode_map_names_first() {
+    let io = mem(512);
+    let config = Config::default().with_alloc_unit(64);
+    let mut file = FileBlock::create(io.clone(), config.clone()).unwrap();
+    for i in 0..300u64 {
+        file.alloc(1 + i % 200).unwrap();
+    }
+    file.flush().unwrap();
+    let sb = file.superblock().clone();
+    assert!(sb.map_pages >= 4);
+    drop(file);
+    let ps = 512usize;
+    let map_at = sb.map_file_offset();
+    let good = read_bytes(&*io, map_at, sb.map_pages as usize * ps);
+    let same_as_decode_map = |io: &Arc<MemPageIo>| {
+        let map = read_bytes(&**io, map_at, sb.map_pages as usize * ps);
+        let decoded = corrupt_at(format::decode_map(&map, &sb));
+        assert_eq!(
+            corrupt_at(FileBlock::open(io.clone(), config.clone())),
+            decoded
+        );
+        decoded
+    };
+
+    // A bad record (size 0) in page 0, with a valid checksum: named by its record.
+    let mut map = good.clone();
+    let mut records = format::decode_map_page(&map[..ps], 0, sb.generation, map_at).unwrap();
+    records[5].units = 0;
+    format::encode_map_page(&records, 0, sb.generation, &mut map[..ps]).unwrap();
+    write_bytes(&*io, map_at, &map);
+    assert!(matches!(
+        same_as_decode_map(&io),
+        Location::MapRecord { index: 5, .. }
+    ));
+    // A damaged page after it comes first, as with `decode_map`.
+    map[2 * ps + 40] ^= 0x10;
+    write_bytes(&*io, map_at, &map);
+    assert_eq!(
+        same_as_decode_map(&io),
+        Location::MapPage {
+            index: 2,
+            offset: map_at + 2 * ps as u64
+        }
+    );
+    // A duplicate id: the second record of it.
+    let mut map = good.clone();
+    let mut records = format::decode_map_page(&map[ps..2 * ps], 1, sb.generation, 0).unwrap();
+    let first_id = format::decode_map_page(&map[..ps], 0, sb.generation, 0).unwrap()[0].id;
+    records[3].id = first_id;
+    format::encode_map_page(&records, 1, sb.generation, &mut map[ps..2 * ps]).unwrap();
+    write_bytes(&*io, map_at, &map);
+    let per_page = format::records_per_page(ps) as u64;
+    assert!(matches!(
+        same_as_decode_map(&io),
+        Location::MapRecord { index, .. } if index == per_page + 3
+    ));
+    write_bytes(&*io, map_at, &good);
+    clean(&FileBlock::open(io, config).unwrap());
+}
