@@ -2,6 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::{PersistMode, SegmentId};
 
@@ -134,6 +135,64 @@ pub enum Error {
         /// What is wrong with the file.
         what: &'static str,
     },
+    /// The object-name prefix given to [`SegmentStore::open`](crate::SegmentStore::open) is not
+    /// a valid object path.
+    #[error("invalid object prefix {prefix:?}")]
+    InvalidPrefix {
+        /// The prefix as given.
+        prefix: String,
+        /// Why it was rejected.
+        #[source]
+        source: Box<object_store::path::Error>,
+    },
+    /// The uploader or downloader of a [`SegmentStore`](crate::SegmentStore) refused its
+    /// configuration.
+    #[error("invalid segment store configuration")]
+    StoreConfig {
+        /// objsync's error.
+        #[source]
+        source: Box<objsync::Error>,
+    },
+    /// Uploading a segment failed (after objsync's retries). Nothing was cached locally.
+    #[error("uploading segment {id} to {path} failed")]
+    Upload {
+        /// The segment.
+        id: SegmentId,
+        /// Its object name.
+        path: String,
+        /// objsync's error.
+        #[source]
+        source: Box<objsync::Error>,
+    },
+    /// Downloading a segment failed (after objsync's retries).
+    #[error("downloading segment {id} from {path} failed")]
+    Download {
+        /// The segment.
+        id: SegmentId,
+        /// Its object name.
+        path: String,
+        /// objsync's error.
+        #[source]
+        source: Box<objsync::Error>,
+    },
+    /// The segment is neither cached nor in the object store.
+    #[error("segment {id} not found: not cached, and no object {path}")]
+    NotFound {
+        /// The segment.
+        id: SegmentId,
+        /// The object name that was looked for.
+        path: String,
+    },
+    /// A download shared by several concurrent `get`s of one segment (single-flight) failed;
+    /// the shared error is the source.
+    #[error("the shared fetch of segment {id} failed")]
+    Shared {
+        /// The segment.
+        id: SegmentId,
+        /// The error of the shared fetch.
+        #[source]
+        source: Arc<Error>,
+    },
     /// A blocking task of the cache panicked or was cancelled by a runtime shutdown.
     #[error("a background task of the segment cache failed")]
     Task {
@@ -144,6 +203,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the segment was not found (also through a [`Error::Shared`] fetch).
+    #[must_use]
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::NotFound { .. } => true,
+            Error::Shared { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Self::Io {
             op,

@@ -156,8 +156,10 @@ pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
-        let h = self.0 ^ (self.0 >> 32);
-        h.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (h >> 29)
+        // Fold the product's high bits down: the table picks buckets from the low bits, and
+        // for ids numbered in sequence only the high bits of the product differ.
+        let m = (self.0 ^ (self.0 >> 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        m ^ (m >> 32)
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -194,6 +196,16 @@ impl BuildHasher for IdHashBuilder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sequential_ids_spread_over_buckets() {
+        use std::hash::BuildHasher as _;
+        let builder = super::IdHashBuilder::default();
+        let buckets: std::collections::HashSet<u64> = (0..4096u128)
+            .map(|n| builder.hash_one(super::SegmentId::from_u128(n)) & 8191)
+            .collect();
+        assert!(buckets.len() > 2048, "only {} buckets used", buckets.len());
+    }
+
     use super::*;
 
     #[test]

@@ -70,6 +70,48 @@
 //! The cache needs a tokio runtime for its async methods (blocking work runs on tokio's
 //! blocking pool). It has no cargo features.
 //!
+//! # `SegmentStore`
+//!
+//! [`SegmentStore`] puts the cache in front of an object store (any
+//! `Arc<dyn object_store::ObjectStore>`: S3, or `InMemory` as an embedded default) through
+//! objsync's `Uploader` and `Downloader`. Objects are named `<prefix>/<32 hex digits>`.
+//!
+//! - [`SegmentStore::put`] writes the cache slot while the upload runs and persists it only
+//!   once the upload has succeeded: it returns when the segment is durable remotely and
+//!   readable locally. A failed upload returns its error and leaves no local copy; an object
+//!   already there with the same bytes (a lost acknowledgement) is success.
+//! - [`SegmentStore::get`] pins a cached segment; on a miss, concurrent callers share one
+//!   download (bounded, hedged, verified) into one slot, which is persisted and pinned.
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use bytes::Bytes;
+//! use object_store::memory::InMemory;
+//! use segcache::{CacheConfig, SegmentId, SegmentStore, StoreConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+//! # rt.block_on(async {
+//! let dir = tempfile::tempdir()?;
+//! let remote = Arc::new(InMemory::new());
+//! let config = CacheConfig::new(dir.path().join("segments"));
+//! let (store, _) =
+//!     SegmentStore::open(config, remote.clone(), "segments", StoreConfig::default()).await?;
+//! let id = SegmentId::from_u128(7);
+//! store.put(id, Bytes::from_static(b"immutable")).await?;
+//!
+//! // Drop the local copy: the next get downloads it, the one after is a hit.
+//! assert!(store.evict_local(id)?);
+//! assert_eq!(&store.get(id).await?[..], b"immutable");
+//! assert_eq!(&store.get(id).await?[..], b"immutable");
+//! let stats = store.stats();
+//! assert_eq!((stats.downloads, stats.hits), (1, 1));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })
+//! # }
+//! ```
+//!
 //! # On disk
 //!
 //! A segment file is the data followed by a 40-byte footer: magic `PSSEG001`, the id, the data
@@ -92,6 +134,7 @@ pub use format::{FOOTER_LEN, RejectReason};
 pub use id::SegmentId;
 pub use persist::{PersistProbe, ProbeResult};
 pub use scan::{Rejected, ScanReport, Unexpected, UnexpectedKind};
+pub use store::{SegmentStore, StoreConfig, StoreStats};
 
 mod cache;
 mod config;
@@ -102,9 +145,4 @@ mod map;
 mod persist;
 mod pool;
 mod scan;
-// Slot for `store.rs`: `SegmentStore`, this cache plus objsync's `Uploader` and `Downloader`
-// (put = write a slot while uploading, persist once both are done; get = hit, or a single-flight
-// download into a slot). It is written once objsync lands and uses only the public API above:
-// `reserve` / `Slot::write_at` / `Slot::persist` / drop-to-abandon / `get` / `remove`.
-// mod store;
-// pub use store::{SegmentStore, StoreConfig};
+mod store;

@@ -14,6 +14,7 @@ mod bench;
 mod ci;
 mod demo;
 mod process;
+mod s3;
 mod steps;
 mod test_all;
 
@@ -23,7 +24,10 @@ usage: cargo xtask <command> [options]
 commands:
   test-all [--no-fail-fast]
       Every test of the workspace: nextest over all targets (examples and benches are built),
-      doctests, then the shuttle model-checking pass of pagecache. Prints a summary.
+      doctests, the shuttle model-checking pass of pagecache, then objsync's S3 suite against
+      an S3 server: the endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET
+      and keys), else `minio` (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first
+      use). Prints a summary.
   ci [--no-fail-fast]
       cargo fmt --check, clippy with warnings denied (also with pagecache's `shuttle` feature),
       then test-all.

@@ -32,6 +32,8 @@ pub struct Step {
     pub counts: Option<Runner>,
     /// When set, the step is not run and the summary gives this reason.
     pub skip: Option<String>,
+    /// Whether the step fails when its runner ran no test.
+    pub requires_tests: bool,
 }
 
 impl Step {
@@ -48,6 +50,7 @@ impl Step {
             env: Vec::new(),
             counts: None,
             skip: None,
+            requires_tests: false,
         }
     }
 
@@ -64,10 +67,6 @@ impl Step {
     }
 
     /// Sets a variable for this step only.
-    #[expect(
-        dead_code,
-        reason = "for steps with their own variables, e.g. S3 test filters"
-    )]
     #[must_use]
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.env.push((key.into(), value.into()));
@@ -78,6 +77,13 @@ impl Step {
     #[must_use]
     pub fn counts_tests(mut self, runner: Runner) -> Self {
         self.counts = Some(runner);
+        self
+    }
+
+    /// Makes the step fail when its runner ran no test (a suite that must not vanish quietly).
+    #[must_use]
+    pub fn requires_tests(mut self) -> Self {
+        self.requires_tests = true;
         self
     }
 
@@ -153,6 +159,11 @@ pub struct TestCounts {
 }
 
 impl TestCounts {
+    /// Tests that ran (passed or failed).
+    pub fn ran(self) -> u64 {
+        self.passed + self.failed
+    }
+
     fn add(&mut self, other: TestCounts) {
         self.passed += other.passed;
         self.failed += other.failed;
@@ -258,6 +269,10 @@ pub fn run(steps: &[Step], env: &mut Env) -> Report {
             None => run_one(step, env),
         };
         let (status, tests) = match outcome {
+            Ok((true, tests)) if step.requires_tests && tests.is_none_or(|t| t.ran() == 0) => (
+                Status::Failed("no test ran, and this step must run some".into()),
+                tests,
+            ),
             Ok((true, tests)) => (Status::Ok, tests),
             Ok((false, tests)) => (Status::Failed("exited with failure".into()), tests),
             Err(err) => (Status::Failed(format!("{err:#}")), None),
@@ -534,6 +549,37 @@ mod tests {
             strip_ansi(coloured),
             "     Summary [   0.015s] 3 tests run: 3 passed"
         );
+    }
+
+    #[test]
+    fn a_step_that_must_run_tests_fails_when_none_ran() {
+        let sh = |name: &str, script: &str| Step {
+            name: name.into(),
+            program: "sh".into(),
+            args: vec!["-c".into(), script.into()],
+            env: Vec::new(),
+            counts: Some(Runner::Libtest),
+            skip: None,
+            requires_tests: true,
+        };
+        let steps = [
+            sh(
+                "none",
+                "echo 'test result: ok. 0 passed; 0 failed; 3 ignored'",
+            ),
+            sh("silent", "true"),
+            sh(
+                "two",
+                "echo 'test result: ok. 2 passed; 0 failed; 0 ignored'",
+            ),
+        ];
+        let report = run(&steps, &mut Env::default());
+        let failed: Vec<bool> = report
+            .outcomes
+            .iter()
+            .map(|o| matches!(o.status, Status::Failed(_)))
+            .collect();
+        assert_eq!(failed, [true, true, false]);
     }
 
     #[test]

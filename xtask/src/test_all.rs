@@ -3,11 +3,21 @@
 //! The run is a [`Plan`]: an [`Env`] (variables, servers, notes) and a list of [`Step`]s.
 //! Test suites that need a service add to the plan rather than change it: start the server in
 //! [`plan`], keep its [`ChildGuard`](crate::process::ChildGuard) in `env.servers` (stopped when
-//! the plan is dropped, on every exit path), export its address in `env.vars`, say which server
-//! it is in `env.notes`, and add a counted step for its tests.
+//! the plan is dropped, on every exit path) and its data dir in `scratch` (removed after), export
+//! its address to the step that needs it, say which server it is in `env.notes`, and add a
+//! counted step for its tests.
+//!
+//! The S3 suite of objsync (`objsync/tests/s3_*.rs`) runs twice: in the workspace step against
+//! the in-process server each test starts (what `cargo test` does), and in its own step against
+//! the server [`crate::s3`] chose and started — an endpoint from the environment, `MinIO`,
+//! or s3s-fs. That step must run at least one test.
 
-use anyhow::bail;
+use std::path::Path;
 
+use anyhow::{Context as _, bail};
+use tempfile::TempDir;
+
+use crate::s3;
 use crate::steps::{self, Env, Runner, Step};
 
 /// The model-checking tests of pagecache, run with its `shuttle` feature.
@@ -41,6 +51,9 @@ pub struct Plan {
     pub env: Env,
     /// In order.
     pub steps: Vec<Step>,
+    /// Scratch directories of the servers in `env` (their data dirs). Declared after `env`, so
+    /// a dropped plan stops the servers before it removes their files.
+    pub scratch: Vec<TempDir>,
 }
 
 /// Which runner executes the tests.
@@ -81,13 +94,10 @@ impl TestCmd {
     }
 }
 
-/// The plan of `test-all`.
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "starting a server for the S3 tests (a later step) can fail here"
-)]
+/// The plan of `test-all`. Starts the S3 server of the S3 step (see [`crate::s3`]).
 pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
     let mut env = Env::default();
+    let mut scratch = Vec::new();
     let runner = TestCmd::detect();
     if runner == TestCmd::CargoTest {
         env.notes.push(
@@ -128,7 +138,73 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
         shuttle.skip(format!("{SHUTTLE_TEST} does not exist yet"))
     });
 
-    Ok(Plan { env, steps })
+    let s3_tests = s3_test_targets(&crate::project_root().join(S3_TESTS_DIR))?;
+    let server = s3::start(&s3::Vars::from_process()).context("starting the S3 server")?;
+    eprintln!("xtask: S3 server: {}", server.description);
+    env.notes.push(format!("S3 server: {}", server.description));
+    let args = match runner {
+        // The workspace step's exact target selection, so its build is reused as it is (no
+        // feature set of its own to build), with a filter that runs the S3 binaries only.
+        // nextest does not count the tests of filtered-out binaries as skipped.
+        TestCmd::Nextest => vec![
+            "--workspace".to_owned(),
+            "--all-targets".to_owned(),
+            "-E".to_owned(),
+            format!("package(objsync) and binary(/^({})$/)", s3_tests.join("|")),
+        ],
+        // libtest would count every other binary's tests as filtered: name the S3 ones.
+        TestCmd::CargoTest => {
+            let mut args = vec!["--workspace".to_owned()];
+            for name in &s3_tests {
+                args.extend(["--test".to_owned(), name.clone()]);
+            }
+            args
+        }
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut step = runner
+        .step(
+            &format!("S3 suite (objsync) against {}", server.kind),
+            &args,
+            opts,
+        )
+        .requires_tests();
+    for (key, value) in &server.vars {
+        step = step.env(key, value);
+    }
+    steps.push(step);
+    let (guard, dir) = server.into_parts();
+    env.servers.extend(guard);
+    scratch.extend(dir);
+
+    Ok(Plan {
+        env,
+        steps,
+        scratch,
+    })
+}
+
+/// Where the S3 suite lives: one `s3_*.rs` file per scenario.
+const S3_TESTS_DIR: &str = "objsync/tests";
+
+/// The names of the S3 suite's test targets (`s3_*.rs` in `dir`), sorted.
+fn s3_test_targets(dir: &Path) -> anyhow::Result<Vec<String>> {
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".rs")
+            && stem.starts_with("s3_")
+        {
+            names.push(stem.to_owned());
+        }
+    }
+    if names.is_empty() {
+        bail!("no S3 suite: {} has no s3_*.rs test", dir.display());
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// Runs `test-all`.
@@ -139,10 +215,15 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
 
 /// Runs the steps of `plan`, stops its servers, prints the summary and fails if a step failed.
 pub fn run_plan(title: &str, plan: Plan) -> anyhow::Result<()> {
-    let Plan { mut env, steps } = plan;
+    let Plan {
+        mut env,
+        steps,
+        scratch,
+    } = plan;
     let report = steps::run(&steps, &mut env);
-    // Servers stop before the summary, so it is the last thing printed.
+    // Servers stop before the summary, so it is the last thing printed; their files go after.
     drop(env);
+    drop(scratch);
     report.print_summary(title);
     report.into_result()
 }

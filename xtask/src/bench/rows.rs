@@ -265,6 +265,83 @@ pub const ROWS: &[RowSpec] = &[
             unit: NS_PER_OP,
         },
     },
+    RowSpec {
+        bench: "segcache/hot_get",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "pagecache/hit (same run, same Zipf trace over as many 4 KiB pages)",
+        goal: "<= 2.0",
+        source: Source::Criterion {
+            ours: ("segcache_hot_get", "ours"),
+            baseline: ("segcache_hot_get", "pagecache_hit"),
+            unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "segcache/cold_get",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "object_store get + write file + sync_data + dir fsync (InMemory remote, 1 MiB)",
+        goal: "<= 1.1",
+        source: Source::Criterion {
+            // SegmentStore::get of a segment evicted locally: download, reserve, write,
+            // persist, map; segcache/benches/cold_get.rs.
+            ours: ("segcache_cold_get", "ours"),
+            baseline: ("segcache_cold_get", "object_store_get_write"),
+            unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "segcache/persist",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "tempfile::NamedTempFile + sync_data + persist_noclobber + dir fsync, 64 KiB",
+        goal: "<= 1.0",
+        source: Source::Criterion {
+            // reserve + write_at + persist (O_TMPFILE + linkat, dir fsync, map), in a
+            // current-thread runtime; segcache/benches/persist.rs.
+            ours: ("segcache_persist", "ours"),
+            baseline: ("segcache_persist", "named_tempfile"),
+            unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "segcache/scan_100k",
+        metric: "ns_per_op",
+        better: Better::Lower,
+        baseline: "std::fs::read_dir + metadata of the same 100 000 files",
+        goal: "<= 2.0",
+        source: Source::Criterion {
+            // One iteration is one open (ours) or one listing (baseline) of 100 000 files.
+            ours: ("segcache_scan_100k", "ours"),
+            baseline: ("segcache_scan_100k", "read_dir_metadata"),
+            unit: NS_PER_OP,
+        },
+    },
+    RowSpec {
+        bench: "objsync/upload",
+        metric: "bytes_per_sec",
+        better: Better::Higher,
+        baseline: "plain object_store puts, same objects, 8 in flight",
+        goal: ">= 1.0",
+        source: Source::Metrics {
+            // Medians over alternating rounds of 256 (64 with --quick) x 4 MiB objects to the
+            // test S3 server, timed by objsync/benches/upload.rs.
+            file: "objsync_upload",
+        },
+    },
+    RowSpec {
+        bench: "objsync/hedged_p99",
+        metric: "p99_ms",
+        better: Better::Lower,
+        baseline: "same GETs with hedging off (FaultyStore, 5% of requests +500 ms)",
+        goal: "<= 0.2",
+        source: Source::Metrics {
+            // p99 of 2000 GETs on tokio's paused clock; extra carries the hedge counts and the
+            // share of extra requests (<= 10%). objsync/benches/hedged_get.rs.
+            file: "objsync_hedged_p99",
+        },
+    },
 ];
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 
 mod blocks;
 mod pages;
+mod segments;
 
 /// One part of the demo.
 struct Section {
@@ -34,6 +35,11 @@ const SECTIONS: &[Section] = &[
         name: "blocks",
         title: "fileblock: blocks with stable ids in a file, freed, compacted, reopened",
         run: blocks::run,
+    },
+    Section {
+        name: "segments",
+        title: "segcache + objsync: a SegmentStore (disk cache + uploads/downloads) on InMemory",
+        run: segments::run,
     },
 ];
 
