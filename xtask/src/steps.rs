@@ -553,24 +553,26 @@ mod tests {
 
     #[test]
     fn a_step_that_must_run_tests_fails_when_none_ran() {
+        // nextest-style closing lines: were this test run by libtest under a `cargo test`
+        // step, its output would reach that step's reader, which only reads libtest lines.
         let sh = |name: &str, script: &str| Step {
             name: name.into(),
             program: "sh".into(),
             args: vec!["-c".into(), script.into()],
             env: Vec::new(),
-            counts: Some(Runner::Libtest),
+            counts: Some(Runner::Nextest),
             skip: None,
             requires_tests: true,
         };
         let steps = [
             sh(
                 "none",
-                "echo 'test result: ok. 0 passed; 0 failed; 3 ignored'",
+                "echo 'Summary [ 0.001s] 0 tests run: 0 passed, 3 skipped'",
             ),
             sh("silent", "true"),
             sh(
                 "two",
-                "echo 'test result: ok. 2 passed; 0 failed; 0 ignored'",
+                "echo 'Summary [ 0.001s] 2 tests run: 2 passed, 0 skipped'",
             ),
         ];
         let report = run(&steps, &mut Env::default());
