@@ -2,12 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
+    Attributes, GetOptions, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload,
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tracing::Instrument;
@@ -197,6 +199,11 @@ pub enum PutOutcome {
 /// - Multipart uploads cannot be conditional in `object_store`, so for them create-once is a
 ///   HEAD before the upload: two writers racing on one large object can both succeed, the last
 ///   one's object staying. Immutable, content-named objects make that harmless.
+/// - A store that cannot keep user metadata (`object_store`'s `LocalFileSystem` answers
+///   `NotImplemented`) gets the object without it: the uploader notices on the first such
+///   answer, sends that request again without metadata and does not send metadata to that store
+///   again. Downloads of those objects verify their length only, and create-once comparisons
+///   compute the existing object's checksum by downloading it.
 /// - Transient failures are retried ([`RetryConfig`]); each attempt is a whole PUT, or a whole
 ///   multipart upload. Every retry of a create (and every multipart create) first looks for the
 ///   object with a HEAD, so an attempt that landed is not sent again.
@@ -214,6 +221,8 @@ struct Inner {
     /// Permits are bytes of admitted uploads.
     queued: Semaphore,
     rng: Rng,
+    /// False once the store has refused user metadata (see the type's documentation).
+    metadata: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -233,6 +242,7 @@ impl Uploader {
                 store,
                 config,
                 rng: Rng::from_entropy(),
+                metadata: AtomicBool::new(true),
             }),
         })
     }
@@ -304,7 +314,38 @@ pub(crate) fn store_error(op: Op, path: &Path, attempt: u32, source: object_stor
     }
 }
 
+/// Whether `error` is a store refusing user metadata, as `LocalFileSystem` does.
+fn refuses_metadata(error: &object_store::Error) -> bool {
+    matches!(error, object_store::Error::NotImplemented { operation, .. }
+        if operation.contains("attributes"))
+}
+
 impl Inner {
+    /// The metadata to send with an object whose CRC32C is `crc`: none once the store has
+    /// refused metadata.
+    fn attributes(&self, crc: u32) -> Attributes {
+        if self.metadata.load(Ordering::Relaxed) {
+            checksum::attributes(crc)
+        } else {
+            Attributes::new()
+        }
+    }
+
+    /// Notes that the store refused metadata; true when the refused request had sent some
+    /// (so it is worth sending again without).
+    fn drop_metadata(&self, sent: &Attributes) -> bool {
+        if sent.is_empty() {
+            return false;
+        }
+        if self.metadata.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                store = %self.store,
+                "the store keeps no user metadata: uploading without stored checksums"
+            );
+        }
+        true
+    }
+
     async fn upload(&self, path: &Path, bytes: Bytes, mode: Mode) -> Result<PutOutcome> {
         let _queued = self.admit(bytes.len()).await?;
         let crc = crc32c::crc32c(&bytes);
@@ -358,20 +399,30 @@ impl Inner {
                 {
                     return self.compare(path, bytes, crc, size, found, attempt).await;
                 }
-                let options = PutOptions {
-                    mode: match mode {
-                        Mode::Create => PutMode::Create,
-                        Mode::Overwrite => PutMode::Overwrite,
-                    },
-                    attributes: checksum::attributes(crc),
-                    ..PutOptions::default()
-                };
-                let result = {
+                let put = |attributes: Attributes| async move {
+                    let options = PutOptions {
+                        mode: match mode {
+                            Mode::Create => PutMode::Create,
+                            Mode::Overwrite => PutMode::Overwrite,
+                        },
+                        attributes,
+                        ..PutOptions::default()
+                    };
                     let _slot = self.gate.slot().await?;
-                    self.store
-                        .put_opts(path, PutPayload::from(bytes.clone()), options)
-                        .await
+                    Ok::<_, Error>(
+                        self.store
+                            .put_opts(path, PutPayload::from(bytes.clone()), options)
+                            .await,
+                    )
                 };
+                let attributes = self.attributes(crc);
+                let mut result = put(attributes.clone()).await?;
+                if let Err(error) = &result
+                    && refuses_metadata(error)
+                    && self.drop_metadata(&attributes)
+                {
+                    result = put(Attributes::new()).await?;
+                }
                 match result {
                     Ok(_) => {
                         Stats::add(&self.gate.stats.bytes_up, bytes.len() as u64);
@@ -510,17 +561,24 @@ impl Inner {
 
     /// One multipart upload attempt: start, send the parts, complete; abort on failure.
     async fn upload_parts(&self, path: &Path, bytes: &Bytes, crc: u32, attempt: u32) -> Result<()> {
-        let options = PutMultipartOptions {
-            attributes: checksum::attributes(crc),
-            ..PutMultipartOptions::default()
-        };
-        let mut upload = {
+        let start = |attributes: Attributes| async move {
+            let options = PutMultipartOptions {
+                attributes,
+                ..PutMultipartOptions::default()
+            };
             let _slot = self.gate.slot().await?;
-            self.store
-                .put_multipart_opts(path, options)
-                .await
-                .map_err(|source| store_error(Op::MultipartCreate, path, attempt, source))?
+            Ok::<_, Error>(self.store.put_multipart_opts(path, options).await)
         };
+        let attributes = self.attributes(crc);
+        let mut started = start(attributes.clone()).await?;
+        if let Err(error) = &started
+            && refuses_metadata(error)
+            && self.drop_metadata(&attributes)
+        {
+            started = start(Attributes::new()).await?;
+        }
+        let mut upload =
+            started.map_err(|source| store_error(Op::MultipartCreate, path, attempt, source))?;
         Stats::add(&self.gate.stats.multipart_uploads, 1);
         let result = self.send_parts(upload.as_mut(), path, bytes, attempt).await;
         if let Err(error) = &result {

@@ -201,6 +201,7 @@ impl ObjectStore for CountingStore {
         let mut result = self.inner.get_opts(location, options).await?;
         #[allow(
             unreachable_patterns,
+            clippy::match_wildcard_for_single_variants,
             reason = "`GetResultPayload::File` exists only with object_store's `fs` feature"
         )]
         match result.payload {
