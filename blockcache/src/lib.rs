@@ -32,6 +32,11 @@ mod block;
 mod cache;
 mod error;
 
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -62,6 +62,11 @@ mod file;
 pub mod format;
 mod ids;
 
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The name of a block: stable while the block lives, across moves and reopens.
 ///
 /// Ids are handed out by [`FileBlock::alloc`] or chosen with [`FileBlock::alloc_with_id`]. Id 0

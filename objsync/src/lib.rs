@@ -74,3 +74,8 @@ mod retry;
 mod s3;
 mod stats;
 mod upload;
+
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

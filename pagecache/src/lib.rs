@@ -52,3 +52,8 @@ mod config;
 mod error;
 mod lru;
 mod sync;
+
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

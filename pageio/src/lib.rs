@@ -52,6 +52,11 @@ mod faulty;
 mod fd;
 mod mem;
 
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The smallest page size a backend accepts: 512 bytes.
 pub const MIN_PAGE_SIZE: usize = 512;
 /// The largest page size a backend accepts: 1 MiB.

@@ -146,3 +146,8 @@ mod persist;
 mod pool;
 mod scan;
 mod store;
+
+// The README's examples are doctests too, so the crates.io page cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,4 +1,5 @@
-//! `cargo xtask ci`: formatting, lints with warnings denied, then every test (`test-all`).
+//! `cargo xtask ci`: formatting, lints and rustdoc with warnings denied, then every test
+//! (`test-all`).
 
 use crate::steps::Step;
 use crate::test_all;
@@ -34,6 +35,11 @@ pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
                 "warnings",
             ],
         ),
+        // Broken intra-doc links, unclosed HTML tags in docs and the like are rustdoc warnings,
+        // which clippy does not report. RUSTDOCFLAGS is set for this step only, so the doctests
+        // of `test-all` build as they do anywhere else.
+        Step::cargo("doc (workspace)", ["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     ];
     plan.steps.splice(0..0, checks);
     test_all::run_plan("ci", plan)
