@@ -15,6 +15,7 @@ mod ci;
 mod demo;
 mod process;
 mod s3;
+mod soak;
 mod steps;
 mod test_all;
 
@@ -30,14 +31,27 @@ commands:
       use). Prints a summary.
   ci [--no-fail-fast]
       cargo fmt --check, clippy with warnings denied (also with pagecache's `shuttle` feature),
-      then test-all.
+      cargo doc with warnings denied, then test-all.
   bench [--quick] [CRATE...]
       Runs the criterion benches of CRATE (default: every member with benches), writes
       target/bench/results.json (rows of other crates are kept) and prints the table.
-      --quick: criterion's quick mode with short warm-up and measurement.
-  demo
-      The main job at small scale on a temp file: pages written through a small cache
-      (write-back on eviction), flushed, reopened, verified, then read with a skewed key mix.
+      A full run also writes BENCHMARKS.md at the root: every row, its goal, whether it is
+      met, and the machine.
+      --quick: criterion's quick mode with short warm-up and measurement; no BENCHMARKS.md.
+  demo [--s3]
+      Every layer as a user runs it, at small scale on embedded defaults (temp files and an
+      in-memory object store): pages through a write-back cache; fileblock over a file and over
+      ObjectPageIo (allocate, write, free, compact, reopen, verify); a SegmentStore putting,
+      evicting and reading back segments. Every byte read is checked; ends with a summary table.
+      --s3: the object store is the S3 endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL]
+      (with AWS_BUCKET and keys), e.g. MinIO; the run's objects are deleted afterwards.
+  soak [--seconds N] [--seed S]
+      Concurrent readers and writers for N seconds (default 60) over a SegmentStore (on an
+      object store injecting errors, tail latency and lost acknowledgements) and over fileblock
+      files (on a page backend injecting failed and torn writes), with crash-reopen cycles;
+      every byte read is checked. Ends with one line of figures; fails if anything
+      acknowledged was lost or corrupt, or if no fault or crash happened. S: the seed
+      (decimal or 0x hex). test-all runs a 10 s soak.
   help
       This text.
 ";
@@ -69,10 +83,8 @@ fn dispatch(args: &[OsString]) -> anyhow::Result<()> {
         "test-all" => test_all::run(&test_all::Options::parse(rest)?),
         "ci" => ci::run(&test_all::Options::parse(rest)?),
         "bench" => bench::run(&bench::Options::parse(rest)?),
-        "demo" => {
-            no_args(command, rest)?;
-            demo::run()
-        }
+        "demo" => demo::run(&demo::Options::parse(rest)?),
+        "soak" => soak::run(&soak::Options::parse(rest)?),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -82,13 +94,6 @@ fn dispatch(args: &[OsString]) -> anyhow::Result<()> {
             bail!("unknown command `{other}`")
         }
     }
-}
-
-fn no_args(command: &str, rest: &[&str]) -> anyhow::Result<()> {
-    if let Some(arg) = rest.first() {
-        bail!("`{command}` takes no arguments, got `{arg}` (see `cargo xtask help`)");
-    }
-    Ok(())
 }
 
 /// The workspace root: the parent of this crate's manifest directory.

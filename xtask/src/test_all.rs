@@ -23,6 +23,9 @@ use crate::steps::{self, Env, Runner, Step};
 /// The model-checking tests of pagecache, run with its `shuttle` feature.
 const SHUTTLE_TEST: &str = "pagecache/tests/shuttle_model.rs";
 
+/// How long the soak step runs, in seconds.
+const SOAK_SECONDS: &str = "10";
+
 /// Flags of `test-all` (and of `ci`, which ends with it).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -137,6 +140,22 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
     } else {
         shuttle.skip(format!("{SHUTTLE_TEST} does not exist yet"))
     });
+
+    // A short soak: faults and crashes under concurrent readers and writers, every byte
+    // checked (see `crate::soak`). It fails the run when it loses or corrupts anything.
+    steps.push(Step::cargo(
+        format!("soak ({SOAK_SECONDS} s)"),
+        [
+            "run",
+            "-q",
+            "-p",
+            "xtask",
+            "--",
+            "soak",
+            "--seconds",
+            SOAK_SECONDS,
+        ],
+    ));
 
     let s3_tests = s3_test_targets(&crate::project_root().join(S3_TESTS_DIR))?;
     let server = s3::start(&s3::Vars::from_process()).context("starting the S3 server")?;

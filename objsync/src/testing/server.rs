@@ -154,6 +154,9 @@ async fn serve(
             _ = &mut stop => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    // Without it, small responses wait on the client's delayed ACK (~40 ms a
+                    // request). Failing to set it only costs speed.
+                    let _ = stream.set_nodelay(true);
                     let conn = http
                         .serve_connection(TokioIo::new(stream), service.clone())
                         .into_owned();

@@ -5,7 +5,8 @@
 //! `PAGESTORE_BENCH_METRICS=<target>/bench/metrics`; then every row of [`rows::ROWS`] whose
 //! crate just ran is composed from what the run wrote. A row whose inputs are missing or older
 //! than the run is an error: a bench that does no work is a defect. The rows of crates not run
-//! this time are kept from the previous results.json.
+//! this time are kept from the previous results.json. A full run (not `--quick`) also writes
+//! `BENCHMARKS.md` at the workspace root ([`report`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -17,6 +18,7 @@ use serde_json::Value;
 
 use crate::steps::{self, Env, Status, Step};
 
+pub mod report;
 pub mod results;
 pub mod rows;
 
@@ -138,6 +140,7 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         criterion_home: ws.target_dir.join("criterion"),
         metrics_dir: ws.target_dir.join("bench").join("metrics"),
         since: SystemTime::now() - MTIME_SLACK,
+        quick: opts.quick,
     };
     for dir in [&inputs.criterion_home, &inputs.metrics_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -208,12 +211,21 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
     });
     let rows = results::merge(previous, new_rows, &ran);
     results::write(&results_path, &rows)?;
+    // The report is for full runs: quick figures are too rough to publish (rows a quick run
+    // left in results.json are marked as such in it).
+    let report_path = crate::project_root().join("BENCHMARKS.md");
+    if !opts.quick {
+        report::write(&report_path, &rows, &report::Machine::detect())?;
+    }
 
     report.print_summary("bench");
     println!("\n{} ({} rows):\n", results_path.display(), rows.len());
     print!("{}", results::markdown(&rows));
     let met = rows.iter().filter(|r| r.met() == Some(true)).count();
     println!("\n{met} of {} goals met.", rows.len());
+    if !opts.quick {
+        println!("Report: {}", report_path.display());
+    }
 
     let mut errors = Vec::new();
     if let Err(failed) = report.into_result() {
@@ -237,6 +249,8 @@ struct Inputs {
     criterion_home: PathBuf,
     metrics_dir: PathBuf,
     since: SystemTime,
+    /// The run is `--quick`: its rows say so.
+    quick: bool,
 }
 
 impl Inputs {
@@ -270,6 +284,7 @@ impl Inputs {
             ratio: ours / baseline_value,
             goal: spec.goal.to_owned(),
             extra,
+            quick: self.quick,
         })
     }
 
@@ -342,6 +357,7 @@ mod tests {
             criterion_home: dir.join("criterion"),
             metrics_dir: dir.join("metrics"),
             since: SystemTime::now() - MTIME_SLACK,
+            quick: false,
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Row {
     pub goal: String,
     /// Other figures the row needs.
     pub extra: Option<Value>,
+    /// Measured in `--quick` mode (short warm-up and measurement), not a full run.
+    pub quick: bool,
 }
 
 impl Row {
@@ -98,6 +100,9 @@ impl Row {
         ];
         if let Some(extra) = &self.extra {
             fields.push(("extra", extra.clone()));
+        }
+        if self.quick {
+            fields.push(("quick", true.into()));
         }
         let body: Vec<String> = fields
             .into_iter()
@@ -131,6 +136,7 @@ impl Row {
             ratio: number("ratio")?,
             goal: text("goal")?,
             extra: obj.get("extra").cloned(),
+            quick: obj.get("quick").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 }
@@ -220,7 +226,7 @@ pub fn markdown(rows: &[Row]) -> String {
 }
 
 /// Four significant digits, scientific for large values.
-fn fmt_value(x: f64) -> String {
+pub fn fmt_value(x: f64) -> String {
     let a = x.abs();
     if a == 0.0 {
         "0".into()
@@ -257,6 +263,7 @@ mod tests {
             ratio,
             goal: "<= 1.0".into(),
             extra: None,
+            quick: false,
         }
     }
 
@@ -278,7 +285,9 @@ mod tests {
     fn rows_round_trip_through_json() {
         let mut with_extra = row("pagecache/hit_ratio", 1.0);
         with_extra.extra = Some(serde_json::json!({"hits": 9000, "misses": 1000}));
-        let rows = vec![row("pagecache/hit", 0.78), with_extra];
+        let mut quick = row("pagecache/hit", 0.78);
+        quick.quick = true;
+        let rows = vec![quick, with_extra];
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bench/results.json");
         write(&path, &rows).unwrap();

@@ -11,7 +11,7 @@ use anyhow::{Context as _, ensure};
 use pagecache::{CacheConfig, CacheStats, PageCache};
 use pageio::{FdPageIo, PageIo};
 
-use super::{Rng, Zipf, fmt_time};
+use super::{Context, Figures, Progress, Rng, Zipf, fmt_time};
 
 const PAGE_SIZE: usize = 4096;
 /// 16 MiB of pages...
@@ -23,9 +23,9 @@ const READS_PER_THREAD: usize = 100_000;
 /// The skew of the read phase: Zipf with this exponent over all pages.
 const ZIPF_S: f64 = 1.0;
 
-/// Runs the section in `dir`.
-pub fn run(dir: &Path) -> anyhow::Result<()> {
-    let path = dir.join("pages.db");
+/// Runs the section in its folder.
+pub fn run(cx: &Context<'_>) -> anyhow::Result<Figures> {
+    let path = cx.dir.join("pages.db");
     println!(
         "  {}: {PAGES} pages of {PAGE_SIZE} B ({} MiB) through a cache of {CAPACITY} pages ({} KiB)",
         path.display(),
@@ -37,7 +37,17 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
     let (cache, verified) = reopen_and_verify(&path, config)?;
     let after = read_skewed(&cache, &verified)?;
     print_stats("counters of the reopened cache", &after);
-    Ok(())
+    let reads = (THREADS * READS_PER_THREAD) as u64;
+    let hits = after.hits - verified.hits;
+    // Page writes, the flush, the verifying reads and the skewed reads; each page access
+    // hands out a whole page.
+    let accesses = 2 * PAGES + reads;
+    Ok(Figures {
+        ops: accesses + 1,
+        bytes: accesses * PAGE_SIZE as u64,
+        hit_ratio: Some(hits as f64 / reads as f64),
+        ..Figures::default()
+    })
 }
 
 /// Writes every page through a cache that holds 1/16 of them, so most are evicted while dirty
@@ -46,11 +56,14 @@ fn write_and_flush(path: &Path, config: CacheConfig) -> anyhow::Result<()> {
     let io = Arc::new(FdPageIo::create(path, PAGE_SIZE).context("creating the file")?);
     let cache = PageCache::new(io, config)?;
     let start = Instant::now();
+    let progress = Progress::new("writing pages", PAGES);
     for no in 0..PAGES {
         // The whole page is overwritten: no read from the file.
         let page = cache.get_for_overwrite(no)?;
         fill_page(no, &mut page.write());
+        progress.inc(1);
     }
+    progress.finish();
     let write_time = start.elapsed();
     let written = cache.stats();
     ensure!(
@@ -105,6 +118,7 @@ fn reopen_and_verify(path: &Path, config: CacheConfig) -> anyhow::Result<(PageCa
     let cache = PageCache::new(io, config)?;
     let start = Instant::now();
     let mut expected = vec![0u8; PAGE_SIZE];
+    let progress = Progress::new("verifying pages", PAGES);
     for no in 0..PAGES {
         fill_page(no, &mut expected);
         let page = cache.get(no)?;
@@ -112,7 +126,9 @@ fn reopen_and_verify(path: &Path, config: CacheConfig) -> anyhow::Result<(PageCa
             *page.read() == *expected,
             "page {no} read back differs from what was written"
         );
+        progress.inc(1);
     }
+    progress.finish();
     let verify_time = start.elapsed();
     let verified = cache.stats();
     ensure!(
@@ -135,11 +151,12 @@ fn reopen_and_verify(path: &Path, config: CacheConfig) -> anyhow::Result<(PageCa
 fn read_skewed(cache: &PageCache, before: &CacheStats) -> anyhow::Result<CacheStats> {
     let zipf = Zipf::new(PAGES as usize, ZIPF_S);
     let start = Instant::now();
+    let progress = Progress::new("reading pages", (THREADS * READS_PER_THREAD) as u64);
     thread::scope(|s| -> anyhow::Result<()> {
         let readers: Vec<_> = (0..THREADS)
             .map(|t| {
-                let zipf = &zipf;
-                s.spawn(move || read_trace(cache, zipf, t as u64))
+                let (zipf, progress) = (&zipf, &progress);
+                s.spawn(move || read_trace(cache, zipf, t as u64, progress))
             })
             .collect();
         for reader in readers {
@@ -149,6 +166,7 @@ fn read_skewed(cache: &PageCache, before: &CacheStats) -> anyhow::Result<CacheSt
         }
         Ok(())
     })?;
+    progress.finish();
     let read_time = start.elapsed();
     let after = cache.stats();
     let reads = (THREADS * READS_PER_THREAD) as u64;
@@ -171,9 +189,19 @@ fn read_skewed(cache: &PageCache, before: &CacheStats) -> anyhow::Result<CacheSt
 }
 
 /// Reads `READS_PER_THREAD` pages drawn from `zipf`, checking each one's number stamp.
-fn read_trace(cache: &PageCache, zipf: &Zipf, seed: u64) -> anyhow::Result<()> {
+fn read_trace(
+    cache: &PageCache,
+    zipf: &Zipf,
+    seed: u64,
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    /// Reads counted at once, so the threads do not contend on the counter.
+    const BATCH: usize = 1000;
     let mut rng = Rng::new(0xD3_0000 + seed);
-    for _ in 0..READS_PER_THREAD {
+    for i in 0..READS_PER_THREAD {
+        if i % BATCH == BATCH - 1 {
+            progress.inc(BATCH as u64);
+        }
         let no = zipf.sample(&mut rng) as u64;
         let page = cache.get(no)?;
         let data = page.read();
