@@ -28,7 +28,7 @@ commands:
       doctests, the shuttle model-checking pass of pagecache, then objsync's S3 suite against
       an S3 server: the endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET
       and keys), else `minio` (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first
-      use). Prints a summary.
+      use), and a 10 s soak. Prints a summary.
   ci [--no-fail-fast]
       cargo fmt --check, clippy with warnings denied (also with pagecache's `shuttle` feature),
       cargo doc with warnings denied, then test-all.
