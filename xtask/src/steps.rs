@@ -54,6 +54,24 @@ impl Step {
         }
     }
 
+    /// An `xtask <args>` step: the program at this process's executable path again (a build
+    /// of the same sources, even if a cargo step rebuilt it meanwhile), so the step needs no
+    /// build of its own. When that path cannot be read, `cargo run -q -p xtask --` instead.
+    pub fn xtask<I, S>(name: impl Into<String>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        // After a rebuild replaced the file, Linux reports the old path + " (deleted)".
+        match std::env::current_exe().ok().filter(|exe| exe.is_file()) {
+            Some(exe) => Self {
+                program: exe.into(),
+                ..Self::cargo(name, args)
+            },
+            None => Self::cargo(name, ["run", "-q", "-p", "xtask", "--"]).args(args),
+        }
+    }
+
     /// Appends arguments.
     #[must_use]
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -491,6 +509,17 @@ pub fn fmt_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xtask_steps_rerun_this_executable() {
+        let step = Step::xtask("soak", ["soak", "--seconds", "1"]);
+        assert_eq!(
+            step.program,
+            std::env::current_exe().unwrap().into_os_string()
+        );
+        assert_eq!(step.args, ["soak", "--seconds", "1"]);
+        assert!(step.counts.is_none() && step.skip.is_none());
+    }
 
     #[test]
     fn nextest_closing_lines() {

@@ -143,18 +143,9 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
 
     // A short soak: faults and crashes under concurrent readers and writers, every byte
     // checked (see `crate::soak`). It fails the run when it loses or corrupts anything.
-    steps.push(Step::cargo(
+    steps.push(Step::xtask(
         format!("soak ({SOAK_SECONDS} s)"),
-        [
-            "run",
-            "-q",
-            "-p",
-            "xtask",
-            "--",
-            "soak",
-            "--seconds",
-            SOAK_SECONDS,
-        ],
+        ["soak", "--seconds", SOAK_SECONDS],
     ));
 
     let s3_tests = s3_test_targets(&crate::project_root().join(S3_TESTS_DIR))?;

@@ -11,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 
-use super::results::{Row, fmt_value};
+use super::results::{Row, TABLE_HEADER, met_cell, table_line};
 use super::rows::ROWS;
 
 /// What the figures were measured on.
@@ -165,12 +165,12 @@ pub fn render(rows: &[Row], machine: &Machine) -> String {
         let _ = write!(out, "; {missing} not measured");
     }
     out.push_str(".\n\n");
-    out.push_str(
-        "| bench | metric | better | ours | baseline | baseline value | ratio | goal | met? |\n\
-         |---|---|---|---:|---|---:|---:|---|---|\n",
-    );
+    out.push_str(TABLE_HEADER);
     for (bench, row) in &measured {
-        let Some(row) = row else {
+        if let Some(row) = row {
+            let quick = if row.quick { " (quick run)" } else { "" };
+            out.push_str(&table_line(row, &format!("{}{quick}", met_cell(row))));
+        } else {
             let spec = ROWS.iter().find(|s| s.bench == *bench);
             let (metric, better, baseline, goal) = spec.map_or(("", "", "", ""), |s| {
                 (s.metric, s.better.as_str(), s.baseline, s.goal)
@@ -179,44 +179,14 @@ pub fn render(rows: &[Row], machine: &Machine) -> String {
                 out,
                 "| `{bench}` | {metric} | {better} | — | {baseline} | — | — | {goal} | not measured |"
             );
-            continue;
-        };
-        let met = match row.met() {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "?",
-        };
-        let quick = if row.quick { " (quick run)" } else { "" };
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} | {} | {} | {:.3} | {} | {met}{quick} |",
-            row.bench,
-            row.metric,
-            row.better.as_str(),
-            fmt_value(row.ours),
-            row.baseline,
-            fmt_value(row.baseline_value),
-            row.ratio,
-            row.goal,
-        );
+        }
     }
     // Rows results.json holds that the table no longer lists: shown, not dropped.
     for row in rows
         .iter()
         .filter(|r| !ROWS.iter().any(|s| s.bench == r.bench))
     {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} | {} | {} | {:.3} | {} | retired row |",
-            row.bench,
-            row.metric,
-            row.better.as_str(),
-            fmt_value(row.ours),
-            row.baseline,
-            fmt_value(row.baseline_value),
-            row.ratio,
-            row.goal,
-        );
+        out.push_str(&table_line(row, "retired row"));
     }
 
     let extras: Vec<&Row> = rows.iter().filter(|r| r.extra.is_some()).collect();

@@ -197,36 +197,45 @@ pub fn write(path: &Path, rows: &[Row]) -> anyhow::Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// The header of the Markdown table of rows.
+pub const TABLE_HEADER: &str = "| bench | metric | better | ours | baseline | baseline value | ratio | goal | met? |\n\
+     |---|---|---|---:|---|---:|---:|---|---|\n";
+
+/// "yes", "**no**", or "?" when the goal cannot be read.
+pub fn met_cell(row: &Row) -> &'static str {
+    match row.met() {
+        Some(true) => "yes",
+        Some(false) => "**no**",
+        None => "?",
+    }
+}
+
+/// One line of the Markdown table, ending in `last` (the "met?" cell) and a newline.
+pub fn table_line(row: &Row, last: &str) -> String {
+    format!(
+        "| `{}` | {} | {} | {} | {} | {} | {:.3} | {} | {last} |\n",
+        row.bench,
+        row.metric,
+        row.better.as_str(),
+        fmt_value(row.ours),
+        row.baseline,
+        fmt_value(row.baseline_value),
+        row.ratio,
+        row.goal,
+    )
+}
+
 /// The rows as a Markdown table with a "met?" column.
 pub fn markdown(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "| bench | metric | better | ours | baseline | baseline value | ratio | goal | met? |\n\
-         |---|---|---|---:|---|---:|---:|---|---|\n",
-    );
+    let mut out = String::from(TABLE_HEADER);
     for row in rows {
-        let met = match row.met() {
-            Some(true) => "yes",
-            Some(false) => "**no**",
-            None => "?",
-        };
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} | {} | {} | {:.3} | {} | {met} |",
-            row.bench,
-            row.metric,
-            row.better.as_str(),
-            fmt_value(row.ours),
-            row.baseline,
-            fmt_value(row.baseline_value),
-            row.ratio,
-            row.goal,
-        );
+        out.push_str(&table_line(row, met_cell(row)));
     }
     out
 }
 
 /// Four significant digits, scientific for large values.
-pub fn fmt_value(x: f64) -> String {
+fn fmt_value(x: f64) -> String {
     let a = x.abs();
     if a == 0.0 {
         "0".into()
