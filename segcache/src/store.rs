@@ -293,7 +293,12 @@ impl SegmentStore {
     /// Concurrent `get`s of one segment that miss share one download and one slot. A segment
     /// in neither place is [`Error::NotFound`] (see [`Error::is_not_found`]); a failed download
     /// is [`Error::Download`], or [`Error::Shared`] for the callers that joined it.
+    ///
+    /// A hit completes without waiting, so each `get` spends a unit of tokio's cooperative
+    /// budget first: a task that only ever hits still gives its worker thread back now and
+    /// then (and can be aborted), as with tokio's own channels and locks.
     pub async fn get(&self, id: SegmentId) -> Result<SegmentRef> {
+        tokio::task::consume_budget().await;
         let counters = &self.inner.counters;
         add(&counters.gets, 1);
         if let Some(segment) = self.inner.cache.get(id).await? {
