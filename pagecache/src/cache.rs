@@ -483,11 +483,19 @@ impl PageCache {
         let mut written_back = None;
         let mut st = self.state.lock();
         loop {
-            if let Some(frame) = st.lru.touch(no) {
+            // The status load is the first touch of the frame's cache line: done before the
+            // recency bookkeeping's stores and the pin's locked add (which waits for those
+            // stores), the line's miss overlaps theirs. READY is final, so reading it before the
+            // pin is as good as after.
+            if let Some((frame, ready)) = st.lru.touch_with(no, |f| f.status.load(Acquire) == READY)
+            {
                 let frame = self.attach(frame);
                 st.pin(frame);
                 st.hits += 1;
                 drop(st);
+                if ready {
+                    return Ok(PageRef::new(frame));
+                }
                 return Self::wait_ready(frame);
             }
             st.sweep_graveyard();

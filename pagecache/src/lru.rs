@@ -73,15 +73,31 @@ impl<V> Lru<V> {
     }
 
     /// Looks `key` up and makes it the most recently used.
+    #[cfg(test)]
     pub(crate) fn touch(&mut self, key: u64) -> Option<&V> {
+        self.touch_with(key, |_| ()).map(|(v, ())| v)
+    }
+
+    /// Looks `key` up, runs `early` on the value, then makes the key the most recently used.
+    ///
+    /// `early` runs before the recency bookkeeping writes anything, so a load it does from
+    /// memory the value points to (cold, on a large cache) overlaps with the misses on
+    /// `stamps` instead of waiting behind them.
+    #[inline]
+    pub(crate) fn touch_with<R>(
+        &mut self,
+        key: u64,
+        early: impl FnOnce(&V) -> R,
+    ) -> Option<(&V, R)> {
         if self.order.len() > 4 * self.index.len() + 1024 {
             self.compact();
         }
         let (value, slot) = self.index.get(&key)?;
+        let early = early(value);
         self.clock += 1;
         self.stamps[*slot as usize] = self.clock;
         self.order.push_back((*slot, self.clock));
-        Some(value)
+        Some((value, early))
     }
 
     /// Looks `key` up without changing the order.
