@@ -42,10 +42,14 @@ impl Machine {
         let commit =
             match command_line(Command::new("git").args(["rev-parse", "--short=12", "HEAD"])) {
                 Some(hash) => {
+                    // The report itself does not count: every full run rewrites it.
                     let dirty = command_line(Command::new("git").args([
                         "status",
                         "--porcelain",
                         "--untracked-files=no",
+                        "--",
+                        ".",
+                        ":!BENCHMARKS.md",
                     ]))
                     .is_some();
                     if dirty {
