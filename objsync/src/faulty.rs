@@ -1,5 +1,5 @@
 //! `FaultyStore`: an `ObjectStore` wrapper that injects latency, errors and lost
-//! acknowledgements, and counts requests (feature `test-utils`).
+//! acknowledgements, and counts requests (feature `faults`, part of `test-utils`).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;

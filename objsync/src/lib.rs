@@ -44,14 +44,16 @@
 //! ```
 //!
 //! # Features
-//! - `test-utils`: `FaultyStore` (latency with a tail, injected errors, lost
-//!   acknowledgements, damaged bodies, request counts), `pageio`'s conformance suite, and the
-//!   `testing` module (an in-process S3 server for integration tests).
+//! - `faults`: `FaultyStore` (latency with a tail, injected errors, lost acknowledgements,
+//!   damaged bodies, request counts), for fault-injection runs outside the test suite (e.g.
+//!   a soak) without the test server's dependencies.
+//! - `test-utils`: `faults`, `pageio`'s conformance suite, and the `testing` module (an
+//!   in-process S3 server for integration tests).
 
 pub use checksum::CHECKSUM_METADATA_KEY;
 pub use download::{Downloader, DownloaderConfig};
 pub use error::{Error, Op, Result};
-#[cfg(any(test, feature = "test-utils"))]
+#[cfg(any(test, feature = "faults"))]
 pub use faulty::{Fault, FaultConfig, FaultCounts, FaultOp, FaultyStore, InjectedFault};
 pub use hedge::HedgeConfig;
 pub use page_io::{ObjectPageIo, ObjectPageIoConfig};
@@ -66,7 +68,7 @@ pub mod testing;
 mod checksum;
 mod download;
 mod error;
-#[cfg(any(test, feature = "test-utils"))]
+#[cfg(any(test, feature = "faults"))]
 mod faulty;
 mod hedge;
 mod page_io;

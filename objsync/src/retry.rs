@@ -122,7 +122,7 @@ impl Rng {
     }
 
     /// A uniform float in [0, 1).
-    #[cfg(any(test, feature = "test-utils"))]
+    #[cfg(any(test, feature = "faults"))]
     pub(crate) fn next_f64(&self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }

@@ -38,9 +38,8 @@ use std::ops::Deref;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::Ordering;
 
-use parking_lot::{Condvar, Mutex};
 use tokio::sync::Semaphore;
 
 use crate::format::{FOOTER_LEN, Footer};
@@ -49,6 +48,7 @@ use crate::map::{Expect, MapError, Mapping};
 use crate::persist::{CacheDir, Linked, Method, PersistProbe, TempFile};
 use crate::pool::{Handles, Pool};
 use crate::scan::{self, ScanReport};
+use crate::sync::{AtomicBool, Condvar, Mutex, fence};
 use crate::{CacheConfig, Error, PersistMode, Result, SegmentId, Stats};
 
 /// A segment in the index.

@@ -68,7 +68,11 @@
 //! ```
 //!
 //! The cache needs a tokio runtime for its async methods (blocking work runs on tokio's
-//! blocking pool). It has no cargo features.
+//! blocking pool).
+//!
+//! # Features
+//! - `shuttle`: testing only. Swaps the internal locks and atomics of the cache and the handle
+//!   pool for shuttle's, for the model test in `tests/shuttle_model.rs`.
 //!
 //! # `SegmentStore`
 //!
@@ -146,6 +150,7 @@ mod persist;
 mod pool;
 mod scan;
 mod store;
+mod sync;
 
 // The README's examples are doctests too, so the crates.io page cannot drift from the API.
 #[cfg(doctest)]

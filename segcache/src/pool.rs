@@ -12,9 +12,11 @@
 //! sequentially consistent fences (see [`Pool::register_waiter`] and [`Pool::has_waiters`]).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering, fence};
+use std::sync::atomic::Ordering;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::sync::{AtomicUsize, fence};
 
 /// The pool.
 #[derive(Debug)]

@@ -35,6 +35,21 @@ pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
                 "warnings",
             ],
         ),
+        // Likewise segcache's, and its pool's atomics.
+        Step::cargo(
+            "clippy (segcache, shuttle)",
+            [
+                "clippy",
+                "-p",
+                "segcache",
+                "--features",
+                "shuttle",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
         // Broken intra-doc links, unclosed HTML tags in docs and the like are rustdoc warnings,
         // which clippy does not report. RUSTDOCFLAGS is set for this step only, so the doctests
         // of `test-all` build as they do anywhere else.

@@ -20,8 +20,9 @@ use tempfile::TempDir;
 use crate::s3;
 use crate::steps::{self, Env, Runner, Step};
 
-/// The model-checking tests of pagecache, run with its `shuttle` feature.
-const SHUTTLE_TEST: &str = "pagecache/tests/shuttle_model.rs";
+/// The crates with model-checking tests (`<crate>/tests/shuttle_model.rs`), each run with the
+/// crate's `shuttle` feature.
+const SHUTTLE_CRATES: [&str; 2] = ["pagecache", "segcache"];
 
 /// How long the soak step runs, in seconds.
 const SOAK_SECONDS: &str = "10";
@@ -123,23 +124,26 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
             .args(opts.no_fail_fast.then_some("--no-fail-fast")),
     ];
 
-    let shuttle = runner.step(
-        "shuttle model (pagecache)",
-        &[
-            "-p",
-            "pagecache",
-            "--features",
-            "shuttle",
-            "--test",
-            "shuttle_model",
-        ],
-        opts,
-    );
-    steps.push(if crate::project_root().join(SHUTTLE_TEST).is_file() {
-        shuttle
-    } else {
-        shuttle.skip(format!("{SHUTTLE_TEST} does not exist yet"))
-    });
+    for krate in SHUTTLE_CRATES {
+        let shuttle = runner.step(
+            &format!("shuttle model ({krate})"),
+            &[
+                "-p",
+                krate,
+                "--features",
+                "shuttle",
+                "--test",
+                "shuttle_model",
+            ],
+            opts,
+        );
+        let test = format!("{krate}/tests/shuttle_model.rs");
+        steps.push(if crate::project_root().join(&test).is_file() {
+            shuttle
+        } else {
+            shuttle.skip(format!("{test} does not exist yet"))
+        });
+    }
 
     // A short soak: faults and crashes under concurrent readers and writers, every byte
     // checked (see `crate::soak`). It fails the run when it loses or corrupts anything.
