@@ -7,7 +7,7 @@ use crate::test_all;
 /// Runs `ci`: the checks, then the steps of `test-all`, with one summary for all of them.
 pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
     let mut plan = test_all::plan(opts)?;
-    let checks = [
+    let mut checks = vec![
         Step::cargo("fmt", ["fmt", "--all", "--", "--check"]),
         Step::cargo(
             "clippy (workspace, all targets)",
@@ -20,42 +20,29 @@ pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
                 "warnings",
             ],
         ),
-        // The shuttle feature swaps pagecache's locks: lint that build too.
-        Step::cargo(
-            "clippy (pagecache, shuttle)",
-            [
-                "clippy",
-                "-p",
-                "pagecache",
-                "--features",
-                "shuttle",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        ),
-        // Likewise segcache's, and its pool's atomics.
-        Step::cargo(
-            "clippy (segcache, shuttle)",
-            [
-                "clippy",
-                "-p",
-                "segcache",
-                "--features",
-                "shuttle",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ],
-        ),
         // Broken intra-doc links, unclosed HTML tags in docs and the like are rustdoc warnings,
         // which clippy does not report. RUSTDOCFLAGS is set for this step only, so the doctests
         // of `test-all` build as they do anywhere else.
         Step::cargo("doc (workspace)", ["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     ];
+    // The shuttle feature swaps a crate's locks and atomics for shuttle's: lint that build too.
+    for krate in test_all::SHUTTLE_CRATES {
+        checks.push(Step::cargo(
+            format!("clippy ({krate}, shuttle)"),
+            [
+                "clippy",
+                "-p",
+                krate,
+                "--features",
+                "shuttle",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ));
+    }
     plan.steps.splice(0..0, checks);
     test_all::run_plan("ci", plan)
 }

@@ -22,7 +22,7 @@ use crate::steps::{self, Env, Runner, Step};
 
 /// The crates with model-checking tests (`<crate>/tests/shuttle_model.rs`), each run with the
 /// crate's `shuttle` feature.
-const SHUTTLE_CRATES: [&str; 2] = ["pagecache", "segcache"];
+pub const SHUTTLE_CRATES: [&str; 2] = ["pagecache", "segcache"];
 
 /// How long the soak step runs, in seconds.
 const SOAK_SECONDS: &str = "10";
