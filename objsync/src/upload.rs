@@ -321,21 +321,23 @@ fn refuses_metadata(error: &object_store::Error) -> bool {
 }
 
 impl Inner {
-    /// The metadata to send with an object whose CRC32C is `crc`: none once the store has
-    /// refused metadata.
-    fn attributes(&self, crc: u32) -> Attributes {
-        if self.metadata.load(Ordering::Relaxed) {
-            checksum::attributes(crc)
-        } else {
-            Attributes::new()
+    /// Sends `request` with the metadata of an object whose CRC32C is `crc` (none once the
+    /// store has refused metadata). If the store refuses it now, notes that (logged once) and
+    /// sends `request` once more without: that second request is not a retry.
+    async fn with_checksum_metadata<T, Fut>(
+        &self,
+        crc: u32,
+        request: impl Fn(Attributes) -> Fut,
+    ) -> Result<object_store::Result<T>>
+    where
+        Fut: Future<Output = Result<object_store::Result<T>>>,
+    {
+        if !self.metadata.load(Ordering::Relaxed) {
+            return request(Attributes::new()).await;
         }
-    }
-
-    /// Notes that the store refused metadata; true when the refused request had sent some
-    /// (so it is worth sending again without).
-    fn drop_metadata(&self, sent: &Attributes) -> bool {
-        if sent.is_empty() {
-            return false;
+        let result = request(checksum::attributes(crc)).await?;
+        if !matches!(&result, Err(error) if refuses_metadata(error)) {
+            return Ok(result);
         }
         if self.metadata.swap(false, Ordering::Relaxed) {
             tracing::info!(
@@ -343,7 +345,7 @@ impl Inner {
                 "the store keeps no user metadata: uploading without stored checksums"
             );
         }
-        true
+        request(Attributes::new()).await
     }
 
     async fn upload(&self, path: &Path, bytes: Bytes, mode: Mode) -> Result<PutOutcome> {
@@ -415,15 +417,7 @@ impl Inner {
                             .await,
                     )
                 };
-                let attributes = self.attributes(crc);
-                let mut result = put(attributes.clone()).await?;
-                if let Err(error) = &result
-                    && refuses_metadata(error)
-                    && self.drop_metadata(&attributes)
-                {
-                    result = put(Attributes::new()).await?;
-                }
-                match result {
+                match self.with_checksum_metadata(crc, put).await? {
                     Ok(_) => {
                         Stats::add(&self.gate.stats.bytes_up, bytes.len() as u64);
                         Ok(PutOutcome::Created)
@@ -569,16 +563,10 @@ impl Inner {
             let _slot = self.gate.slot().await?;
             Ok::<_, Error>(self.store.put_multipart_opts(path, options).await)
         };
-        let attributes = self.attributes(crc);
-        let mut started = start(attributes.clone()).await?;
-        if let Err(error) = &started
-            && refuses_metadata(error)
-            && self.drop_metadata(&attributes)
-        {
-            started = start(Attributes::new()).await?;
-        }
-        let mut upload =
-            started.map_err(|source| store_error(Op::MultipartCreate, path, attempt, source))?;
+        let mut upload = self
+            .with_checksum_metadata(crc, start)
+            .await?
+            .map_err(|source| store_error(Op::MultipartCreate, path, attempt, source))?;
         Stats::add(&self.gate.stats.multipart_uploads, 1);
         let result = self.send_parts(upload.as_mut(), path, bytes, attempt).await;
         if let Err(error) = &result {
