@@ -180,9 +180,13 @@ pub fn start(vars: &Vars) -> anyhow::Result<Server> {
     }
 }
 
+/// The variables that name an S3 endpoint, first set wins (`test-all` and `demo --s3` alike).
+pub const ENDPOINT_VARS: &[&str] = &["PAGESTORE_S3_ENDPOINT", "AWS_ENDPOINT", "AWS_ENDPOINT_URL"];
+/// The variables that name the bucket, first set wins.
+pub const BUCKET_VARS: &[&str] = &["AWS_BUCKET", "AWS_BUCKET_NAME"];
+
 /// The server `vars` asks for, without starting anything.
 fn choose(vars: &Vars) -> anyhow::Result<Choice> {
-    const ENDPOINT_VARS: &[&str] = &["PAGESTORE_S3_ENDPOINT", "AWS_ENDPOINT", "AWS_ENDPOINT_URL"];
     if let Some((from, endpoint)) = vars.first(ENDPOINT_VARS) {
         let endpoint = endpoint
             .to_str()
@@ -191,7 +195,7 @@ fn choose(vars: &Vars) -> anyhow::Result<Choice> {
         // An endpoint without its bucket or keys is a mistake worth stopping for, not a reason
         // to quietly test against another server.
         let missing: Vec<&str> = [
-            &["AWS_BUCKET", "AWS_BUCKET_NAME"][..],
+            BUCKET_VARS,
             &["AWS_ACCESS_KEY_ID"],
             &["AWS_SECRET_ACCESS_KEY"],
         ]
@@ -241,7 +245,7 @@ fn external(vars: &Vars, endpoint: &str, from: &'static str) -> Server {
         step_vars.push(("AWS_ALLOW_HTTP".into(), "true".into()));
     }
     let bucket = vars
-        .first(&["AWS_BUCKET", "AWS_BUCKET_NAME"])
+        .first(BUCKET_VARS)
         .map_or_else(String::new, |(_, b)| b.to_string_lossy().into_owned());
     Server {
         kind: Kind::External,

@@ -187,7 +187,9 @@ fn compact(fb: &mut FileBlock, step: u64) -> anyhow::Result<CompactReport> {
     /// A stop for a series that keeps reporting a limit without getting anywhere.
     const MAX_CALLS: usize = 1000;
     let s = fb.stats();
-    let dense_end = 2 * s.page_size as u64 + s.used + s.map_len;
+    // The body's extents cover it from its start, in offset order.
+    let body_start = fb.extents().next().map_or(0, |e| e.offset);
+    let dense_end = body_start + s.used + s.map_len;
     let to_move: u64 = fb
         .extents()
         .filter(|e| matches!(e.kind, ExtentKind::Block(_)) && e.offset + e.len > dense_end)

@@ -24,6 +24,7 @@ mod progress;
 mod remote;
 mod segments;
 
+use crate::steps::fmt_bytes;
 use progress::Progress;
 use remote::Remote;
 
@@ -303,20 +304,6 @@ fn fmt_time(d: Duration) -> String {
         format!("{:.1} ms", d.as_secs_f64() * 1e3)
     } else {
         format!("{:.2} s", d.as_secs_f64())
-    }
-}
-
-/// `512 B`, `3.4 KiB`, `81.2 MiB`, `1.50 GiB`.
-fn fmt_bytes(n: u64) -> String {
-    let n_f = n as f64;
-    if n < 1 << 10 {
-        format!("{n} B")
-    } else if n < 1 << 20 {
-        format!("{:.1} KiB", n_f / f64::from(1 << 10))
-    } else if n < 1 << 30 {
-        format!("{:.1} MiB", n_f / f64::from(1 << 20))
-    } else {
-        format!("{:.2} GiB", n_f / f64::from(1 << 30))
     }
 }
 

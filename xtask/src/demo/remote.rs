@@ -18,10 +18,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use objsync::S3Config;
 
-/// The variables that name the endpoint, first set wins: the one `cargo xtask test-all` and
-/// objsync's S3 tests read, then the `AWS_*` spellings.
-const ENDPOINT_VARS: [&str; 3] = ["PAGESTORE_S3_ENDPOINT", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"];
-const BUCKET_VARS: [&str; 2] = ["AWS_BUCKET", "AWS_BUCKET_NAME"];
+use crate::s3::{BUCKET_VARS, ENDPOINT_VARS};
 
 /// Where the object sections keep their objects.
 #[derive(Debug)]
@@ -147,7 +144,7 @@ pub async fn list_tree(store: &dyn ObjectStore, root: Path) -> anyhow::Result<Ve
 }
 
 /// The S3 configuration `--s3` uses, from variables looked up by `var`: the endpoint from
-/// `PAGESTORE_S3_ENDPOINT`, `AWS_ENDPOINT_URL` or `AWS_ENDPOINT`, and the bucket, keys and the
+/// `PAGESTORE_S3_ENDPOINT`, `AWS_ENDPOINT` or `AWS_ENDPOINT_URL` (as `test-all` reads them), and the bucket, keys and the
 /// rest from the `AWS_*` variables that `objsync::S3Config::from_env` reads. An `http://`
 /// endpoint allows plain HTTP unless `AWS_ALLOW_HTTP` says otherwise, as `test-all` does.
 ///
@@ -156,12 +153,12 @@ pub async fn list_tree(store: &dyn ObjectStore, root: Path) -> anyhow::Result<Ve
 pub fn s3_config(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<(S3Config, String)> {
     let get = |name: &str| var(name).filter(|value| !value.trim().is_empty());
     let first = |names: &[&str]| names.iter().find_map(|name| get(name));
-    let endpoint = first(&ENDPOINT_VARS);
+    let endpoint = first(ENDPOINT_VARS);
     let mut missing = Vec::new();
     if endpoint.is_none() {
         missing.push("PAGESTORE_S3_ENDPOINT (or AWS_ENDPOINT_URL)");
     }
-    if first(&BUCKET_VARS).is_none() {
+    if first(BUCKET_VARS).is_none() {
         missing.push("AWS_BUCKET");
     }
     for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {

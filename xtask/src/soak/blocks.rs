@@ -106,9 +106,8 @@ impl PageIo for Counted {
 /// One worker's state, all but the file itself (which a crash replaces).
 struct Worker {
     name: String,
-    device: Arc<FaultyPageIo<FdPageIo>>,
+    /// The page backend and the tally, through the counting wrapper that holds both.
     io: Arc<Counted>,
-    tally: Arc<Tally>,
     rng: Rng,
     /// The state as of now.
     work: Model,
@@ -134,24 +133,28 @@ impl Worker {
 
     /// Adds fault rules for operations a little ahead.
     fn inject(&mut self) {
-        let counts = self.device.counts();
+        let counts = self.io.inner.counts();
         let rng = &mut self.rng;
         if rng.chance(0.01) {
-            self.device
+            self.io
+                .inner
                 .fail(Fault::WriteAt(counts.writes + rng.below(32)));
         }
         if rng.chance(0.005) {
-            self.device.fail(Fault::ShortWriteAt {
+            self.io.inner.fail(Fault::ShortWriteAt {
                 index: counts.writes + rng.below(32),
                 bytes: rng.index(PAGE_SIZE),
             });
         }
         if rng.chance(0.005) {
-            self.device
+            self.io
+                .inner
                 .fail(Fault::ReadAt(counts.reads + rng.below(16)));
         }
         if rng.chance(0.003) {
-            self.device.fail(Fault::SyncAt(counts.syncs + rng.below(2)));
+            self.io
+                .inner
+                .fail(Fault::SyncAt(counts.syncs + rng.below(2)));
         }
     }
 
@@ -222,7 +225,7 @@ impl Worker {
                 if let Some(id) = self.pick() {
                     let block = file.read(BlockId(id))?;
                     let expected = self.work.get(&id).cloned().unwrap_or_default();
-                    self.tally.verify(
+                    self.io.tally.verify(
                         format_args!("{}: block {id} (uncrashed)", self.name),
                         &expected,
                         &block,
@@ -251,13 +254,13 @@ impl Worker {
         mut commit: impl FnMut(&mut FileBlock) -> fileblock::Result<()>,
     ) -> fileblock::Result<Next> {
         if self.rng.chance(0.1) {
-            self.device.crash_after_writes(self.rng.below(40));
+            self.io.inner.crash_after_writes(self.rng.below(40));
         }
         let mut result = commit(file);
         if result.is_err() {
             self.pending = Some(self.work.clone());
-            if !self.device.is_crashed() && self.rng.chance(0.5) {
-                self.tally.op();
+            if !self.io.inner.is_crashed() && self.rng.chance(0.5) {
+                self.io.tally.op();
                 result = commit(file);
             }
         }
@@ -276,17 +279,18 @@ impl Worker {
             _ => self.rng.next_f64(),
         };
         let mut keep_rng = Rng::new(self.rng.next_u64());
-        self.device
+        self.io
+            .inner
             .crash_keeping(|_| keep_rng.chance(keep))
             .context("writing the pages a crash keeps")?;
-        self.device.clear_faults();
+        self.io.inner.clear_faults();
         let file = match FileBlock::open(self.io.clone(), config()) {
             Ok(file) => {
                 self.check_reopened(&file);
                 file
             }
             Err(err) => {
-                self.tally.problem(
+                self.io.tally.problem(
                     Kind::Lost,
                     format!(
                         "{}: the file does not open after a crash ({} acknowledged blocks): \
@@ -296,8 +300,8 @@ impl Worker {
                     ),
                 );
                 // Start over on an empty device, so the soak goes on.
-                self.device.truncate(0).context("emptying the device")?;
-                self.device.sync().context("emptying the device")?;
+                self.io.inner.truncate(0).context("emptying the device")?;
+                self.io.inner.sync().context("emptying the device")?;
                 self.acked.clear();
                 FileBlock::create(self.io.clone(), config()).context("creating the file again")?
             }
@@ -311,14 +315,14 @@ impl Worker {
     /// Compares the reopened file with the acknowledged state and the pending one; counts a
     /// crash survived when it is exactly one of them.
     fn check_reopened(&mut self, file: &FileBlock) {
-        let before = self.tally.figures();
+        let before = self.io.tally.problem_count();
         let mut found = Model::new();
         for id in file.ids() {
             match file.read(id) {
                 Ok(block) => {
                     found.insert(id.0, Arc::from(&block[..]));
                 }
-                Err(err) => self.tally.problem(
+                Err(err) => self.io.tally.problem(
                     Kind::Corrupt,
                     format!(
                         "{}: block {id} does not read after a crash: {err:#}",
@@ -328,27 +332,23 @@ impl Worker {
             }
         }
         for problem in file.validate() {
-            self.tally.problem(
+            self.io.tally.problem(
                 Kind::Corrupt,
                 format!("{}: validate after a crash: {problem}", self.name),
             );
         }
         if found == self.acked {
-            self.tally.verified(model_bytes(&found));
+            self.io.tally.verified(model_bytes(&found));
         } else if self.pending.as_ref() == Some(&found) {
             // The commit under way became durable after all: it is the acknowledged state now.
-            self.tally.verified(model_bytes(&found));
+            self.io.tally.verified(model_bytes(&found));
             self.acked = found;
         } else {
             self.describe_damage(&found);
             // Go on from what is there, so the same damage is not counted again.
             self.acked = found;
         }
-        let after = self.tally.figures();
-        if (after.lost, after.corrupt, after.errors) == (before.lost, before.corrupt, before.errors)
-        {
-            self.tally.crash_survived();
-        }
+        self.io.tally.crash_checked(before);
     }
 
     /// Counts what differs between `found` and the acknowledged state (or the pending one,
@@ -362,7 +362,7 @@ impl Worker {
         };
         for (id, want) in expected {
             match found.get(id) {
-                None => self.tally.problem(
+                None => self.io.tally.problem(
                     Kind::Lost,
                     format!(
                         "{}: acknowledged block {id} ({} bytes) is gone after a crash",
@@ -371,7 +371,7 @@ impl Worker {
                     ),
                 ),
                 Some(got) => {
-                    self.tally.verify(
+                    self.io.tally.verify(
                         format_args!("{}: block {id} after a crash", self.name),
                         want,
                         got,
@@ -381,7 +381,7 @@ impl Worker {
         }
         for (id, got) in found {
             if !expected.contains_key(id) {
-                self.tally.problem(
+                self.io.tally.problem(
                     Kind::Corrupt,
                     format!(
                         "{}: block {id} ({} bytes) was never acknowledged, yet it is there \
@@ -419,18 +419,15 @@ pub fn run(
     let path = dir.join(format!("blocks-{index}.fb"));
     let fd = FdPageIo::create(&path, PAGE_SIZE)
         .with_context(|| format!("creating {}", path.display()))?;
-    let device = Arc::new(FaultyPageIo::new(fd));
     let io = Arc::new(Counted {
-        inner: Arc::clone(&device),
+        inner: Arc::new(FaultyPageIo::new(fd)),
         tally: Arc::clone(tally),
         trouble: AtomicU64::new(0),
     });
     let mut file = FileBlock::create(io.clone(), config()).context("creating the block file")?;
     let mut worker = Worker {
         name: format!("blocks-{index}"),
-        device,
         io,
-        tally: Arc::clone(tally),
         rng: Rng::derive(seed, 0xB10C_0000 + index),
         work: Model::new(),
         acked: Model::new(),
@@ -486,8 +483,8 @@ pub fn run(
         crashes + 2,
         worker.acked.len(),
         model_bytes(&worker.acked),
-        worker.device.counts().writes,
-        worker.device.counts().syncs,
+        worker.io.inner.counts().writes,
+        worker.io.inner.counts().syncs,
     );
     Ok(())
 }

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use self::rng::parse_seed;
-use self::tally::{Figures, Tally, fmt_bytes};
+use self::tally::{Figures, Tally};
+use crate::steps::fmt_bytes;
 
 mod blocks;
 mod rng;

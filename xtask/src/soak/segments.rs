@@ -23,7 +23,7 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -38,7 +38,8 @@ use segcache::{CacheConfig, ScanReport, SegmentId, SegmentStore, StoreConfig, St
 use tokio::task::JoinHandle;
 
 use super::rng::{Rng, mix};
-use super::tally::{Kind, Tally, fmt_bytes};
+use super::tally::{Kind, Tally, lock};
+use crate::steps::fmt_bytes;
 
 /// Writer tasks.
 const WRITERS: u64 = 3;
@@ -94,10 +95,6 @@ pub fn segment(seed: u64, n: u64) -> Bytes {
     let mut out = vec![0; len as usize];
     rng.fill(&mut out);
     Bytes::from(out)
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What the workers of all epochs share.
@@ -419,7 +416,7 @@ async fn check_reopen(
     rng: &mut Rng,
 ) {
     let tally = &shared.tally;
-    let before = tally.figures();
+    let before = tally.problem_count();
     let torn_name = planted.torn_path.file_name().unwrap_or_default();
     for rejected in &report.rejected {
         if rejected.name != torn_name {
@@ -463,10 +460,7 @@ async fn check_reopen(
         check_acked(store, shared, n).await;
         tally.op();
     }
-    let after = tally.figures();
-    if (after.lost, after.corrupt, after.errors) == (before.lost, before.corrupt, before.errors) {
-        tally.crash_survived();
-    }
+    tally.crash_checked(before);
 }
 
 /// Gets every acknowledged segment once, from a few tasks.

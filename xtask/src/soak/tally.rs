@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::steps::fmt_bytes;
+
 /// Problems kept for the report; later ones are only counted.
 const MAX_PROBLEMS: usize = 20;
 
@@ -71,7 +73,8 @@ pub struct Figures {
     pub errors: u64,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`; a panic elsewhere does not make the soak's bookkeeping unreadable.
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -96,9 +99,21 @@ impl Tally {
         self.page_faults.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts a crash-reopen cycle that kept every acknowledged byte.
-    pub fn crash_survived(&self) {
-        self.crashes.fetch_add(1, Ordering::Relaxed);
+    /// Problems counted so far (lost, corrupt, other errors): taken before a reopen's checks
+    /// and handed to [`crash_checked`](Self::crash_checked) after them.
+    pub fn problem_count(&self) -> u64 {
+        [&self.lost, &self.corrupt, &self.errors]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Counts a crash-reopen cycle as survived when its checks found no problem since `before`
+    /// (a [`problem_count`](Self::problem_count)); the counters only grow.
+    pub fn crash_checked(&self, before: u64) {
+        if self.problem_count() == before {
+            self.crashes.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts `n` bytes checked by other means than [`verify`](Self::verify).
@@ -131,10 +146,17 @@ impl Tally {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         let what = what.into();
-        let mut problems = lock(&self.problems);
-        if problems.len() < MAX_PROBLEMS {
-            eprintln!("soak: {kind}: {what}");
-            problems.push(format!("{kind}: {what}"));
+        let line = format!("{kind}: {what}");
+        let kept = {
+            let mut problems = lock(&self.problems);
+            let keep = problems.len() < MAX_PROBLEMS;
+            if keep {
+                problems.push(line.clone());
+            }
+            keep
+        };
+        if kept {
+            eprintln!("soak: {line}");
         }
     }
 
@@ -230,21 +252,6 @@ impl Figures {
     }
 }
 
-/// `512 B`, `3.4 KiB`, `1.2 GiB`.
-pub fn fmt_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,13 +336,5 @@ mod tests {
         f.faults = 1;
         f.errors = 2;
         assert!(f.verdict().is_err());
-    }
-
-    #[test]
-    fn bytes_are_formatted() {
-        assert_eq!(fmt_bytes(0), "0 B");
-        assert_eq!(fmt_bytes(1023), "1023 B");
-        assert_eq!(fmt_bytes(1536), "1.5 KiB");
-        assert_eq!(fmt_bytes(5 << 20), "5.0 MiB");
     }
 }
