@@ -14,6 +14,7 @@ mod bench;
 mod ci;
 mod demo;
 mod process;
+mod rng;
 mod s3;
 mod soak;
 mod steps;

@@ -24,6 +24,7 @@ mod progress;
 mod remote;
 mod segments;
 
+use crate::rng::Rng;
 use crate::steps::fmt_bytes;
 use progress::Progress;
 use remote::Remote;
@@ -310,11 +311,7 @@ fn fmt_time(d: Duration) -> String {
 /// Fills `buf` with the stream of the generator seeded with `seed`: regenerated from the seed
 /// to check what is read back.
 fn fill(buf: &mut [u8], seed: u64) {
-    let mut rng = Rng::new(seed);
-    for chunk in buf.chunks_mut(8) {
-        let word = rng.next_u64().to_le_bytes();
-        chunk.copy_from_slice(&word[..chunk.len()]);
-    }
+    Rng::new(seed).fill(buf);
 }
 
 /// Whether `buf` holds what [`fill`] wrote with `seed`.
@@ -324,30 +321,6 @@ fn verify(buf: &[u8], seed: u64) -> bool {
         let word = rng.next_u64().to_le_bytes();
         chunk == &word[..chunk.len()]
     })
-}
-
-/// A small deterministic generator (xorshift64*), so page contents and key traces are the same
-/// on every run and can be regenerated to check what was read.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        // Mix the seed so that nearby seeds give unrelated streams; never 0 (a fixed point).
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Keys `0..n` drawn with probability proportional to `1 / (rank + 1)^s`, hottest first.
@@ -510,13 +483,5 @@ mod tests {
         let top: u32 = counts[..100].iter().sum();
         assert!((66_000..72_000).contains(&top), "{top}");
         assert!(counts[0] > counts[1] && counts[1] > counts[10]);
-    }
-
-    #[test]
-    fn rng_is_deterministic_and_uniform() {
-        let (mut a, mut b) = (Rng::new(1), Rng::new(1));
-        assert_eq!(a.next_u64(), b.next_u64());
-        let mean = (0..10_000).map(|_| a.next_f64()).sum::<f64>() / 10_000.0;
-        assert!((mean - 0.5).abs() < 0.02, "{mean}");
     }
 }

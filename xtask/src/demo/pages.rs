@@ -215,12 +215,8 @@ fn read_trace(
 
 /// The content of page `no`: its number, then bytes from a generator seeded with it.
 fn fill_page(no: u64, buf: &mut [u8]) {
-    let mut rng = Rng::new(no);
     buf[..8].copy_from_slice(&no.to_le_bytes());
-    for chunk in buf[8..].chunks_mut(8) {
-        let word = rng.next_u64().to_le_bytes();
-        chunk.copy_from_slice(&word[..chunk.len()]);
-    }
+    Rng::new(no).fill(&mut buf[8..]);
 }
 
 /// One line per phase: name, time, what it did.

@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use fileblock::{BlockId, CompactLimit, Config, FileBlock};
 use pageio::{Fault, FaultyPageIo, FdPageIo, PageIo};
 
-use super::rng::Rng;
 use super::tally::{Kind, Tally};
+use crate::rng::Rng;
 
 const PAGE_SIZE: usize = 4096;
 const ALLOC_UNIT: u32 = 512;

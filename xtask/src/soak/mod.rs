@@ -22,12 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use self::rng::parse_seed;
 use self::tally::{Figures, Tally};
+use crate::rng::parse_seed;
 use crate::steps::fmt_bytes;
 
 mod blocks;
-mod rng;
 mod segments;
 mod tally;
 

@@ -37,8 +37,8 @@ use objsync::{
 use segcache::{CacheConfig, ScanReport, SegmentId, SegmentStore, StoreConfig, StoreStats};
 use tokio::task::JoinHandle;
 
-use super::rng::{Rng, mix};
 use super::tally::{Kind, Tally, lock};
+use crate::rng::{Rng, mix};
 use crate::steps::fmt_bytes;
 
 /// Writer tasks.

@@ -1,5 +1,5 @@
-//! A small seeded generator: the soak's choices and its data both follow from the seed, so the
-//! expected bytes of anything written can be made again from its name alone.
+//! A small seeded generator for the demo and the soak: their choices and data follow from a
+//! seed, so the expected bytes of anything written can be made again from its name alone.
 
 /// splitmix64: tiny, fast, good enough for choosing operations and filling buffers.
 #[derive(Debug, Clone)]
@@ -102,6 +102,14 @@ mod tests {
             let f = rng.next_f64();
             assert!((0.0..1.0).contains(&f));
         }
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_uniform() {
+        let (mut a, mut b) = (Rng::new(1), Rng::new(1));
+        assert_eq!(a.next_u64(), b.next_u64());
+        let mean = (0..10_000).map(|_| a.next_f64()).sum::<f64>() / 10_000.0;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
     }
 
     #[test]
