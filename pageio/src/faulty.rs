@@ -16,7 +16,8 @@ use crate::{Error, Op, PageIo, Result, byte_len, check_buffer, page_offset};
 /// fire at most once because the counters only grow.
 ///
 /// A failed read leaves its buffer unspecified; a failed write (other than a short write) writes
-/// nothing; a failed sync makes nothing durable; a failed truncate changes nothing.
+/// nothing; a failed sync makes nothing durable and, by default, loses some of the writes it was
+/// to make durable (see [`SyncFailure`]); a failed truncate changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Fault {
@@ -24,7 +25,8 @@ pub enum Fault {
     ReadAt(u64),
     /// The page write with this index fails, writing nothing.
     WriteAt(u64),
-    /// The sync with this index fails, making nothing durable.
+    /// The sync with this index fails, making nothing durable; what becomes of the writes since
+    /// the last good sync is up to [`SyncFailure`].
     SyncAt(u64),
     /// The truncate with this index fails, changing nothing.
     TruncateAt(u64),
@@ -44,6 +46,27 @@ pub enum Fault {
     },
 }
 
+/// What a failed sync (a [`Fault::SyncAt`]) does to the writes made since the last good sync.
+///
+/// On Linux a failed `fsync` or `fdatasync` reports the error once, and the kernel may already
+/// have marked the pages whose write-back failed clean and dropped them: reads then see what
+/// the disk held before, and no later sync writes them again (the "fsyncgate" of `PostgreSQL`). So
+/// after a failed sync nobody can know which of the writes since the last good one will
+/// survive, and retrying the sync proves nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncFailure {
+    /// Linux's behaviour, and the default: each page written since the last good sync is, at
+    /// random (from the wrapper's seed, see [`FaultyPageIo::with_seed`]), either discarded —
+    /// it reads as the synced state again, and no later sync brings it back — or kept as an
+    /// unsynced write, which a later sync makes durable and a crash may still drop.
+    #[default]
+    LoseSome,
+    /// Nothing is lost: every write stays unsynced, so a later sync that succeeds makes it
+    /// durable. Kinder than a real device; for tests of behaviour that needs the writes kept.
+    KeepAll,
+}
+
 /// How many operations a [`FaultyPageIo`] was asked to do since its creation.
 ///
 /// Batches count once per page. An operation counts whether it succeeded or failed (by an
@@ -59,6 +82,8 @@ pub struct OpCounts {
     pub syncs: u64,
     /// Calls to [`PageIo::truncate`].
     pub truncates: u64,
+    /// Unsynced page writes that failed syncs discarded ([`SyncFailure::LoseSome`]).
+    pub discarded: u64,
 }
 
 /// A [`PageIo`] wrapper that counts operations, injects errors and short writes, and simulates
@@ -78,6 +103,9 @@ pub struct OpCounts {
 /// - [`crash_after_writes`](Self::crash_after_writes) arms a crash: after that many more
 ///   successful writes the device dies and refuses every operation with [`Error::Crashed`]
 ///   until the test calls `crash` or `crash_keeping`, as a process that stops mid-flush.
+///
+/// A failed sync ([`Fault::SyncAt`]) is a fault, not a crash: by default it discards a random
+/// subset of the unsynced writes, as Linux may after a failed `fsync` (see [`SyncFailure`]).
 ///
 /// After a crash the device works again, holding exactly what was synced (plus kept writes).
 /// The inner backend always holds the synced state, so a test can also "reopen" it: take it
@@ -110,6 +138,12 @@ pub struct FaultyPageIo<I: PageIo> {
     writes: AtomicU64,
     syncs: AtomicU64,
     truncates: AtomicU64,
+    discarded: AtomicU64,
+    /// What a failed sync does to the unsynced writes.
+    sync_failure: SyncFailure,
+    /// The state of the generator that picks the writes a failed sync discards (splitmix64).
+    /// Locked only inside `state`'s write lock.
+    rng: Mutex<u64>,
     /// The fault rules, oldest first. Locked briefly, never while calling `inner`; when both
     /// locks are held, `state` is taken first.
     faults: Mutex<Vec<Fault>>,
@@ -164,7 +198,8 @@ impl State {
 
 impl<I: PageIo> FaultyPageIo<I> {
     /// Wraps `inner`, with no faults and no unsynced changes. The inner backend's current
-    /// contents count as synced.
+    /// contents count as synced. A failed sync loses some writes ([`SyncFailure::LoseSome`]),
+    /// picked from a fixed seed unless [`with_seed`](Self::with_seed) sets another.
     pub fn new(inner: I) -> Self {
         Self {
             inner,
@@ -172,9 +207,28 @@ impl<I: PageIo> FaultyPageIo<I> {
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             truncates: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            sync_failure: SyncFailure::default(),
+            rng: Mutex::new(0x2545_f491_4f6c_dd1d),
             faults: Mutex::new(Vec::new()),
             state: RwLock::new(State::default()),
         }
+    }
+
+    /// Sets what a failed sync does to the unsynced writes (by default
+    /// [`SyncFailure::LoseSome`]).
+    #[must_use]
+    pub fn with_sync_failure(mut self, mode: SyncFailure) -> Self {
+        self.sync_failure = mode;
+        self
+    }
+
+    /// Seeds the generator that picks which writes a failed sync discards, so a test can try
+    /// many subsets and replay the one that failed.
+    #[must_use]
+    pub fn with_seed(self, seed: u64) -> Self {
+        *self.rng.lock() = seed;
+        self
     }
 
     /// The wrapped backend, which holds exactly the synced state.
@@ -194,6 +248,7 @@ impl<I: PageIo> FaultyPageIo<I> {
             writes: self.writes.load(Ordering::Relaxed),
             syncs: self.syncs.load(Ordering::Relaxed),
             truncates: self.truncates.load(Ordering::Relaxed),
+            discarded: self.discarded.load(Ordering::Relaxed),
         }
     }
 
@@ -293,6 +348,16 @@ impl<I: PageIo> FaultyPageIo<I> {
         };
         state.truncate_supported = Some(supported);
         Ok(supported)
+    }
+
+    /// Drops a random subset of the unsynced page writes, as a failed `fsync` may: each page
+    /// is dropped with probability one half, so any subset, none and all included, can happen.
+    fn discard_some(&self, state: &mut State) {
+        let mut rng = self.rng.lock();
+        let before = state.overlay.len();
+        state.overlay.retain(|_, _| splitmix64(&mut rng) & 1 == 0);
+        let dropped = before - state.overlay.len();
+        self.discarded.fetch_add(dropped as u64, Ordering::Relaxed);
     }
 
     /// Makes the overlay durable in the inner backend. On error the overlay is kept, so the
@@ -396,6 +461,9 @@ impl<I: PageIo> PageIo for FaultyPageIo<I> {
         let mut state = self.state.write();
         state.alive(Op::Sync)?;
         if self.fault(|f| *f == Fault::SyncAt(index)).is_some() {
+            if self.sync_failure == SyncFailure::LoseSome {
+                self.discard_some(&mut state);
+            }
             return Err(Error::Injected {
                 op: Op::Sync,
                 page: None,
@@ -428,11 +496,21 @@ impl<I: PageIo> PageIo for FaultyPageIo<I> {
     }
 }
 
+/// One step of splitmix64: advances `state` and returns the next pseudo-random value.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 impl<I: PageIo> fmt::Debug for FaultyPageIo<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = f.debug_struct("FaultyPageIo");
         s.field("inner", &self.inner)
             .field("counts", &self.counts())
+            .field("sync_failure", &self.sync_failure)
             .field("faults", &*self.faults.lock());
         // `try_read` keeps a Debug print made while the state is locked from deadlocking.
         if let Some(state) = self.state.try_read() {

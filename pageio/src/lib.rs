@@ -8,8 +8,8 @@
 //! Backends in this crate:
 //! - [`FdPageIo`]: a file, with `pread`/`pwrite` on an owned descriptor and `fdatasync`.
 //! - [`MemPageIo`]: pages in memory, for tests and embedded use.
-//! - `FaultyPageIo` (feature `test-utils`): a wrapper that injects errors, short writes and
-//!   crashes that drop unsynced writes.
+//! - `FaultyPageIo` (feature `test-utils`): a wrapper that injects errors, short writes, failed
+//!   syncs that lose writes (as Linux's `fsync` may) and crashes that drop unsynced writes.
 //!
 //! A custom backend implements [`PageIo`] with the help of [`check_page_size`],
 //! [`check_buffer`] / [`check_buffers`] and [`page_offset`] / [`byte_len`], and checks itself
@@ -40,7 +40,7 @@ use std::fmt;
 
 pub use error::{Error, Op, Result};
 #[cfg(feature = "test-utils")]
-pub use faulty::{Fault, FaultyPageIo, OpCounts};
+pub use faulty::{Fault, FaultyPageIo, OpCounts, SyncFailure};
 pub use fd::FdPageIo;
 pub use mem::MemPageIo;
 

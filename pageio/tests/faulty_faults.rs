@@ -2,7 +2,7 @@
 //! of batches, from the wrapper's creation — fails it with `Error::Injected`, changes nothing,
 //! and stops at `clear_faults`; `counts` reports what was done.
 
-use pageio::{Error, Fault, FaultyPageIo, MemPageIo, Op, OpCounts, PageIo};
+use pageio::{Error, Fault, FaultyPageIo, MemPageIo, Op, OpCounts, PageIo, SyncFailure};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -95,7 +95,7 @@ fn write_at_counts_pages_of_a_batch() -> TestResult {
 
 #[test]
 fn sync_at_fails_that_sync_and_makes_nothing_durable() -> TestResult {
-    let io = device();
+    let io = device().with_sync_failure(SyncFailure::KeepAll);
     io.fail(Fault::SyncAt(1));
     io.write_page(0, &page(1))?;
     io.sync()?; // sync 0
@@ -237,6 +237,7 @@ fn counts_add_up_over_a_session() -> TestResult {
             writes: 3,
             syncs: 2,
             truncates: 1,
+            discarded: 0,
         }
     );
     Ok(())
