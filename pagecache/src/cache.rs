@@ -14,6 +14,24 @@
 //! A frame's `dirty` flag is set after a write lock on its data is taken, and cleared only while
 //! a read lock is held, right after (eviction) or right before (flush, which copies) the content
 //! is handed to the backend. A write can therefore never slip between "written" and "clean".
+//!
+//! # The page buffer
+//!
+//! A frame's bytes live in a heap buffer owned through one raw pointer (`Frame::buf`, from
+//! `Box::into_raw`), installed once by the filler and freed when the frame is dropped. The
+//! frame's reader-writer lock holds no data: it only orders access. Every view of the bytes —
+//! a guard's slice, a block cache's pointer into a page — is derived from that one raw root, and
+//! a guard builds its slice only when it is dereferenced, so taking (and dropping) a guard makes
+//! no reference to bytes another party is using. (A `Box` inside the lock, with a pointer taken
+//! from it once, was undefined behaviour: later guards reborrowed the `Box` and invalidated the
+//! pointer, as Miri's Stacked and Tree Borrows both report.)
+//!
+//! # After a failed sync
+//!
+//! A failed `sync` may have lost writes the cache no longer holds (pages written back by
+//! eviction), so no later flush can be trusted: the first failed sync poisons the cache
+//! (`State::poisoned`), and from then on every operation that would touch the backend — misses,
+//! write-backs, flushes, truncates — returns [`Error::PreviousIo`]. Hits on cached pages go on.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -28,6 +46,7 @@ use crate::sync::{
     RwLockWriteGuard,
 };
 use crate::{CacheConfig, CacheStats, Error, Result};
+use std::ptr::NonNull;
 
 /// Up to this many pin candidates, eviction always counts pins exactly (it is cheap), so the
 /// capacity is honoured exactly whenever fewer pages than this are pinned.
@@ -39,6 +58,10 @@ const LOADING: u8 = 0;
 const READY: u8 = 1;
 /// The fill failed; `error` says why. The frame has been (or is being) removed from the index.
 const FAILED: u8 = 2;
+/// Zero-filled for `get_for_overwrite` and not written yet. The zeros are not the page's
+/// content: a `get` of the page reads the backend into the frame first (then `READY`), and the
+/// first write guard makes it `READY` too.
+const ZEROED: u8 = 3;
 
 /// One resident page.
 ///
@@ -49,36 +72,44 @@ struct Frame {
     /// Live pins: `PageRef`s plus the temporary pins of an eviction write-back or a flush.
     /// 0 → 1 only under the state lock (see the module docs).
     pins: AtomicUsize,
-    /// The page's bytes. Empty until the filler installs the buffer (it holds the write lock
-    /// from before the frame is published until the fill is done).
-    data: RwLock<Box<[u8]>>,
-    /// `LOADING`, `READY` or `FAILED`; changed only by the filler, while it holds `data`'s write
-    /// lock, so a waiter that gets a read lock sees the final value.
+    /// Orders access to the bytes behind `buf` like a reader-writer lock; it holds no data
+    /// itself (see "The page buffer" in the module docs). The filler holds it for writing from
+    /// before the frame is published until the fill is done.
+    lock: RwLock<()>,
+    /// `LOADING`, `READY`, `FAILED` or `ZEROED`; changed only while `lock` is held for writing,
+    /// so a waiter that gets a read lock sees the value the last writer left.
     status: AtomicU8,
-    /// The content is newer than the backend's. Set after taking `data`'s write lock; cleared
-    /// only while holding its read lock.
+    /// The content is newer than the backend's. Set after taking the write lock; cleared only
+    /// while holding the read lock.
     dirty: AtomicBool,
+    /// The last write-back of this page failed: eviction passes it over while other victims
+    /// exist. Cleared when a write of the page succeeds.
+    write_back_failed: AtomicBool,
     /// Whether the frame is on `State::maybe_pinned`. Touched only under the state lock.
     listed: AtomicBool,
     no: u64,
-    /// The address of `data`'s buffer, published by the filler with the buffer and unchanged
-    /// after; for [`PageRef::as_ptr`].
-    ptr: AtomicPtr<u8>,
+    /// The page buffer, `len` bytes, owned through this raw pointer (from `Box::into_raw`):
+    /// null until the filler installs it (while holding `lock` for writing), unchanged after,
+    /// freed by `Drop`.
+    buf: AtomicPtr<u8>,
+    len: usize,
     /// Set by the filler before `status` becomes `FAILED`.
     error: OnceLock<Arc<pageio::Error>>,
 }
 
 impl Frame {
-    fn new(no: u64) -> Self {
+    fn new(no: u64, len: usize) -> Self {
         Self {
             no,
+            len,
             pins: AtomicUsize::new(0),
             dirty: AtomicBool::new(false),
+            write_back_failed: AtomicBool::new(false),
             status: AtomicU8::new(LOADING),
             error: OnceLock::new(),
             listed: AtomicBool::new(false),
-            data: RwLock::new(Box::default()),
-            ptr: AtomicPtr::new(std::ptr::null_mut()),
+            lock: RwLock::new(()),
+            buf: AtomicPtr::new(std::ptr::null_mut()),
         }
     }
 
@@ -86,6 +117,70 @@ impl Frame {
     /// another pin or an `Arc` to it: an unpinned frame outside the index may be freed at once.
     fn unpin(&self) {
         self.pins.fetch_sub(1, Release);
+    }
+
+    /// Installs the page buffer. Called once, by the filler, which holds the write lock.
+    fn install(&self, buf: Box<[u8]>) {
+        debug_assert_eq!(buf.len(), self.len);
+        let ptr = Box::into_raw(buf).cast::<u8>();
+        let old = self.buf.swap(ptr, Release);
+        debug_assert!(old.is_null(), "a frame's buffer is installed once");
+    }
+
+    /// The raw root of the page's bytes. Non-null once the frame has been filled, which every
+    /// pinned frame outside `LOADING` has been.
+    fn bytes(&self) -> NonNull<u8> {
+        NonNull::new(self.buf.load(Acquire)).expect("a filled frame has a buffer")
+    }
+
+    /// The page's bytes, shared.
+    ///
+    /// # Safety
+    ///
+    /// The frame must be filled (pinned and past `LOADING`, or its filler), and nothing may
+    /// write the bytes while the slice lives: the caller holds the lock for reading (or
+    /// writing), and no layer writes through [`PageRef::as_ptr`] meanwhile.
+    unsafe fn slice(&self) -> &[u8] {
+        // SAFETY: `bytes()` is the raw root of a live `len`-byte buffer (the frame is filled
+        // and alive); the caller rules out writers for the slice's life.
+        unsafe { std::slice::from_raw_parts(self.bytes().as_ptr(), self.len) }
+    }
+
+    /// The page's bytes, exclusive.
+    ///
+    /// # Safety
+    ///
+    /// As for [`slice`](Self::slice), and nothing else may read or write the bytes while the
+    /// slice lives: the caller holds the lock for writing, and no layer uses a pointer from
+    /// [`PageRef::as_ptr`] meanwhile.
+    #[allow(
+        clippy::mut_from_ref,
+        reason = "the bytes live behind a raw pointer; the write lock makes them exclusive"
+    )]
+    unsafe fn slice_mut(&self) -> &mut [u8] {
+        // SAFETY: as in `slice`; the caller makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.bytes().as_ptr(), self.len) }
+    }
+
+    /// Takes the buffer out of a frame nobody else can reach any more (for reuse).
+    fn into_buffer(self) -> Option<Box<[u8]>> {
+        let ptr = self.buf.swap(std::ptr::null_mut(), Relaxed);
+        // `self` drops here with a null buffer, freeing nothing.
+        // SAFETY: a non-null `buf` came from `Box::into_raw` of a `len`-byte `Box<[u8]>`
+        // (`install`), and was just swapped out, so this is its only owner.
+        (!ptr.is_null())
+            .then(|| unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, self.len)) })
+    }
+}
+
+impl Drop for Frame {
+    fn drop(&mut self) {
+        let ptr = *self.buf.get_mut();
+        if !ptr.is_null() {
+            // SAFETY: as in `into_buffer`: `buf` came from `Box::into_raw` of a `len`-byte
+            // `Box<[u8]>`, and `&mut self` means no guard or pin can reach it any more.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, self.len)) });
+        }
     }
 }
 
@@ -106,7 +201,11 @@ struct State {
     misses: u64,
     evictions: u64,
     write_backs: u64,
+    failed_write_backs: u64,
     flushed: u64,
+    /// The first failed sync's error: set, the cache refuses every backend access (see "After a
+    /// failed sync" in the module docs).
+    poisoned: Option<Arc<pageio::Error>>,
 }
 
 /// The state lock, held.
@@ -116,8 +215,13 @@ type StateGuard<'a> = MutexGuard<'a, State>;
 enum Room {
     /// There is room. These clean frames were evicted for it; their buffers can be reused.
     Made(Vec<Arc<Frame>>),
-    /// This dirty frame (pinned for the purpose) must be written back first.
-    WriteBack(Arc<Frame>),
+    /// This dirty frame (pinned for the purpose) must be written back first. `last_resort`: it
+    /// is a page whose write-back failed before, tried again because no other victim is left;
+    /// if it fails again the miss fails.
+    WriteBack {
+        victim: Arc<Frame>,
+        last_resort: bool,
+    },
 }
 
 impl State {
@@ -182,25 +286,45 @@ impl State {
             pinned
         };
         while self.lru.len().saturating_sub(pinned) >= capacity {
-            let Some(victim) = self
+            // Acquire pairs with the Release of the last unpin, so a write made under that
+            // pin is visible in `dirty` below. A page whose write-back failed is passed over
+            // while another victim exists: one bad page must not fail every miss.
+            let unpinned = |f: &&Arc<Frame>| f.pins.load(Acquire) == 0;
+            let (victim, last_resort) = match self
                 .lru
                 .iter_from_lru()
-                // Acquire pairs with the Release of the last unpin, so a write made under that
-                // pin is visible in `dirty` below.
-                .find(|(_, f)| f.pins.load(Acquire) == 0)
-                .map(|(_, f)| Arc::clone(f))
-            else {
-                break;
+                .map(|(_, f)| f)
+                .filter(unpinned)
+                .find(|f| !f.write_back_failed.load(Relaxed))
+            {
+                Some(victim) => (Arc::clone(victim), false),
+                None => match self.lru.iter_from_lru().map(|(_, f)| f).find(unpinned) {
+                    Some(victim) => (Arc::clone(victim), true),
+                    None => break,
+                },
             };
             if victim.dirty.load(Acquire) {
                 self.pin(&victim);
-                return Room::WriteBack(victim);
+                return Room::WriteBack {
+                    victim,
+                    last_resort,
+                };
             }
             self.lru.remove(victim.no);
             self.evictions += 1;
             evicted.push(victim);
         }
         Room::Made(evicted)
+    }
+
+    /// The error for an operation refused because a sync failed, if one did.
+    fn refuse_if_poisoned(&self) -> Result<()> {
+        match &self.poisoned {
+            Some(source) => Err(Error::PreviousIo {
+                source: Arc::clone(source),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Takes a frame whose fill failed out of the index (it always is still there: a frame
@@ -224,7 +348,8 @@ impl State {
 enum Fill {
     /// Read it from the backend.
     Read,
-    /// Zero it without reading (`get_for_overwrite`); it stays clean until written.
+    /// Zero it without reading (`get_for_overwrite`); it stays clean (and `ZEROED`) until
+    /// written.
     Zero,
 }
 
@@ -301,7 +426,9 @@ impl PageCache {
                 misses: 0,
                 evictions: 0,
                 write_backs: 0,
+                failed_write_backs: 0,
                 flushed: 0,
+                poisoned: None,
             }),
             flush_lock: Mutex::new(()),
         })
@@ -328,7 +455,9 @@ impl PageCache {
     /// Pins page `no`, reading it from the backend if it is not cached.
     ///
     /// Concurrent callers missing on the same page share one read. Errors: [`Error::Read`] when
-    /// the read fails, [`Error::WriteBack`] when making room needed a write-back that failed.
+    /// the read fails; [`Error::WriteBack`] when making room needed a write-back that failed and
+    /// no other page could be evicted instead; [`Error::PreviousIo`] for a miss after a failed
+    /// sync.
     pub fn get(&self, no: u64) -> Result<PageRef<'_>> {
         self.fetch(no, Fill::Read)
     }
@@ -336,11 +465,20 @@ impl PageCache {
     /// Pins page `no` for a caller that will overwrite it: if it is not cached it is *not* read
     /// from the backend but starts zero-filled. If it is cached, this is [`get`](Self::get).
     ///
-    /// The zeros are not a change: the page is clean until a write guard is taken (or
-    /// [`PageRef::mark_dirty`] is called). So a caller that fails before writing loses nothing;
-    /// if the page is evicted unwritten, the backend's content is what a later `get` reads.
+    /// The zeros are not content: the page is clean until a write guard is taken (or
+    /// [`PageRef::mark_dirty`] is called), and until then a [`get`](Self::get) of the page —
+    /// while the overwrite pin lives or after — reads the backend's bytes into it first. So a
+    /// caller that fails before writing hides nothing and loses nothing, whatever the cache
+    /// pressure.
     pub fn get_for_overwrite(&self, no: u64) -> Result<PageRef<'_>> {
         self.fetch(no, Fill::Zero)
+    }
+
+    /// Whether a sync has failed, after which the cache refuses every operation that would
+    /// touch the backend with [`Error::PreviousIo`] (see [`flush`](Self::flush)).
+    #[must_use]
+    pub fn is_poisoned(&self) -> bool {
+        self.state.lock().poisoned.is_some()
     }
 
     /// Whether page `no` is resident (cached, or being read in).
@@ -363,6 +501,7 @@ impl PageCache {
             misses: st.misses,
             evictions: st.evictions,
             write_backs: st.write_backs,
+            failed_write_backs: st.failed_write_backs,
             flushed: st.flushed,
             pinned,
             dirty,
@@ -374,20 +513,24 @@ impl PageCache {
     /// [`CacheConfig::with_flush_batch`] pages, then syncs the backend. When it returns `Ok`,
     /// every write made before the call is durable.
     ///
-    /// On error nothing is lost: every page this flush had not yet made durable is dirty again,
-    /// and a later flush retries. Pages are not evicted.
+    /// When a *write* fails, nothing is lost: every page this flush had not yet made durable is
+    /// dirty again, and a later flush retries ([`Error::Flush`] with the batch's page).
+    ///
+    /// When the *sync* fails ([`Error::Flush`] with no page), the cache is poisoned: on Linux a
+    /// failed `fsync` may already have dropped pages whose write-back failed, among them pages
+    /// that eviction wrote back and the cache no longer holds, so no retry can know what
+    /// reached the disk. Every later flush, miss, write-back and truncate returns
+    /// [`Error::PreviousIo`]; pages still cached can be read. Recover as from a crash: drop the
+    /// cache, reopen the backend from its last good commit and build a new cache.
     ///
     /// A flush waits for write guards on dirty pages to be dropped; do not call it while the
-    /// same thread holds a [`PageWriteGuard`].
-    ///
-    /// If the backend's sync fails, pages that an *eviction* wrote back since the last
-    /// successful flush may not be durable either, and they are no longer in the cache to be
-    /// rewritten. As with `fsync` failures generally, a storage engine should treat a failed
-    /// sync as fatal for the durability of the file and recover from its own log.
+    /// same thread holds a [`PageWriteGuard`]. Read guards are fine: the flush reads pages
+    /// without queueing behind a writer that waits for the caller's own read guard.
     pub fn flush(&self) -> Result<()> {
         let _serial = self.flush_lock.lock();
         let mut frames: Vec<Arc<Frame>> = {
             let mut st = self.state.lock();
+            st.refuse_if_poisoned()?;
             let dirty: Vec<Arc<Frame>> = st
                 .lru
                 .values()
@@ -404,14 +547,20 @@ impl PageCache {
 
         let ps = self.page_size;
         let mut batch = vec![0u8; ps * self.config.flush_batch().min(frames.len())];
-        let result = frames
+        let written = frames
             .chunks(self.config.flush_batch())
             .try_for_each(|chunk| {
                 for (frame, buf) in chunk.iter().zip(batch.chunks_mut(ps)) {
                     // Copy under the read lock and mark clean under it: a write after this
-                    // sets `dirty` again and is caught by the next flush.
-                    let data = frame.data.read();
-                    buf.copy_from_slice(&data);
+                    // sets `dirty` again and is caught by the next flush. `read_recursive`
+                    // does not queue behind a waiting writer, so a caller holding a read guard
+                    // of this page while another thread waits to write it cannot deadlock.
+                    let _read = frame.lock.read_recursive();
+                    // SAFETY: the frame is pinned and filled (it is dirty, so it was written
+                    // through a guard or a pinned pointer), so `bytes()` is its `len`-byte
+                    // buffer; the read lock excludes guards that write, and a block cache
+                    // writing through `as_ptr` never runs during a flush (its contract).
+                    buf.copy_from_slice(unsafe { frame.slice() });
                     frame.dirty.store(false, Release);
                 }
                 let pages: Vec<(u64, &[u8])> = chunk
@@ -421,14 +570,21 @@ impl PageCache {
                     .collect();
                 self.io.write_pages(&pages).map_err(|source| Error::Flush {
                     page: Some(chunk[0].no),
-                    source,
-                })
-            })
-            .and_then(|()| {
-                self.io
-                    .sync()
-                    .map_err(|source| Error::Flush { page: None, source })
+                    source: Arc::new(source),
+                })?;
+                for frame in chunk {
+                    frame.write_back_failed.store(false, Relaxed);
+                }
+                Ok(())
             });
+        let result = written.and_then(|()| {
+            self.io.sync().map_err(|source| {
+                let source = Arc::new(source);
+                let mut st = self.state.lock();
+                st.poisoned.get_or_insert_with(|| Arc::clone(&source));
+                Error::Flush { page: None, source }
+            })
+        });
         if result.is_err() {
             // Nothing this flush wrote is known to be durable: all of it is dirty again.
             for frame in &frames {
@@ -444,14 +600,18 @@ impl PageCache {
     /// Shrinks (or grows) the backend to `num_pages` pages and drops every cached page at or
     /// past the new end, dirty or not: their contents are discarded.
     ///
-    /// Fails with [`Error::Pinned`] if such a page is pinned, and with [`Error::Truncate`] if
-    /// the backend refuses; either way nothing changes. Callers must not fetch pages at or past
-    /// the new end while this runs. Like a write, the new size is durable after the next flush.
+    /// Fails with [`Error::Pinned`] if such a page is pinned (nothing changes), and with
+    /// [`Error::Truncate`] if the backend fails. A failed backend truncate may have cut any part
+    /// of what it was asked to (see [`PageIo::truncate`]), so the cached pages it concerned are
+    /// put back *dirty*: the next flush writes them again, and no cached page stands for bytes
+    /// the backend may have dropped. Callers must not fetch pages at or past the new end while
+    /// this runs. Like a write, the new size is durable after the next flush.
     pub fn truncate(&self, num_pages: u64) -> Result<()> {
         // Out of the index first, so no eviction writes one of them back past the new end while
-        // the backend is being cut; put back if the backend refuses.
+        // the backend is being cut; put back if the backend fails.
         let doomed: Vec<Arc<Frame>> = {
             let mut st = self.state.lock();
+            st.refuse_if_poisoned()?;
             let doomed: Vec<Arc<Frame>> = st
                 .lru
                 .values()
@@ -470,6 +630,11 @@ impl PageCache {
             let mut st = self.state.lock();
             for frame in doomed {
                 if !st.lru.contains(frame.no) {
+                    // Unpinned, so filled. A zero-filled frame nobody wrote stands for whatever
+                    // the backend holds now; any other is written again by the next flush.
+                    if frame.status.load(Acquire) == READY {
+                        frame.dirty.store(true, Release);
+                    }
                     st.lru.insert(frame.no, frame);
                 }
             }
@@ -489,43 +654,52 @@ impl PageCache {
             // pin is as good as after.
             if let Some((frame, ready)) = st.lru.touch_with(no, |f| f.status.load(Acquire) == READY)
             {
-                let frame = self.attach(frame);
+                // SAFETY: the frame is in the index and is pinned below, before the state lock
+                // is released.
+                let frame = unsafe { self.attach(frame) };
                 st.pin(frame);
                 st.hits += 1;
                 drop(st);
                 if ready {
                     return Ok(PageRef::new(frame));
                 }
-                return Self::wait_ready(frame);
+                return self.wait_ready(frame, fill);
             }
+            st.refuse_if_poisoned()?;
             st.sweep_graveyard();
             match st.make_room(self.config.capacity()) {
-                Room::WriteBack(victim) => {
+                Room::WriteBack {
+                    victim,
+                    last_resort,
+                } => {
                     // Read-lock the victim before letting go of the state lock, so that a caller
                     // who pins it from now on and takes a write guard waits for the write-back
                     // to finish (and cannot slip a change in between the write and the clean
                     // mark). This cannot block: the victim is unpinned, so no guard is held on
                     // it, and flushes only read-lock.
-                    let data = self.attach(&victim).data.read();
+                    // SAFETY: the victim is in the index and `make_room` pinned it.
+                    let data = unsafe { self.attach(&victim) }.lock.read_recursive();
                     drop(st);
-                    let (relocked, evicted) = self.write_back(victim, data)?;
+                    let (relocked, evicted) = self.write_back(victim, data, last_resort)?;
                     st = relocked;
                     written_back = evicted.or(written_back);
                     // The lock was released: look the page up again before inserting it.
                 }
                 Room::Made(mut evicted) => {
-                    let new = Arc::new(Frame::new(no));
-                    let frame = self.attach(&new);
+                    let new = Arc::new(Frame::new(no, self.page_size));
+                    // SAFETY: the frame goes into the index and is pinned below, under this
+                    // hold of the state lock.
+                    let frame = unsafe { self.attach(&new) };
                     // The lock is new and unshared: this cannot block. Holding it from before
                     // the frame is published makes every other lookup wait for the fill.
-                    let mut data = frame.data.write();
+                    let data = frame.lock.write();
                     st.pin(frame);
                     st.misses += 1;
                     st.lru.insert(no, new);
                     drop(st);
                     evicted.extend(written_back);
                     let buf = self.page_buffer(evicted, fill);
-                    let filled = self.fill(frame, &mut data, buf, fill);
+                    let filled = self.fill(frame, buf, fill);
                     drop(data);
                     return match filled {
                         Ok(()) => Ok(PageRef::new(frame)),
@@ -541,18 +715,22 @@ impl PageCache {
 
     /// Borrows a frame for as long as the cache is borrowed.
     ///
-    /// Sound only for a frame that is pinned (or about to be, under the same hold of the state
-    /// lock) and kept alive by an `Arc` in the index or the graveyard: the cache drops its `Arc`
-    /// only after taking the frame out of both with no pins left, so a pin keeps it alive.
+    /// # Safety
+    ///
+    /// The frame must be kept alive by an `Arc` in the index or the graveyard, and be pinned by
+    /// the caller (or be about to be, under the same hold of the state lock) for as long as the
+    /// returned reference is used: the cache drops its `Arc` only after taking the frame out of
+    /// both with no pins left, so only a pin keeps the reference valid.
     #[allow(
         clippy::unused_self,
         reason = "`self` is what the returned lifetime borrows"
     )]
-    fn attach<'a>(&'a self, frame: &Arc<Frame>) -> &'a Frame {
+    unsafe fn attach<'a>(&'a self, frame: &Arc<Frame>) -> &'a Frame {
         // SAFETY: the index or graveyard (owned by `self`, which outlives 'a) holds an `Arc`
         // to this frame until its pins drop to zero, and the caller pins it before releasing
-        // the state lock; the `PageRef` that carries the reference holds that pin for as long
-        // as it uses it. An `Arc`'s pointee never moves, and frames are only shared (`&`).
+        // the state lock (this function's contract); the `PageRef` that carries the reference
+        // holds that pin for as long as it uses it. An `Arc`'s pointee never moves, and frames
+        // are only shared (`&`).
         unsafe { &*Arc::as_ptr(frame) }
     }
 
@@ -561,7 +739,7 @@ impl PageCache {
         let reused = evicted
             .into_iter()
             .filter_map(|f| Arc::try_unwrap(f).ok())
-            .map(|f| f.data.into_inner())
+            .filter_map(Frame::into_buffer)
             .find(|b| b.len() == self.page_size);
         match reused {
             Some(mut buf) => {
@@ -575,22 +753,15 @@ impl PageCache {
     }
 
     /// Fills a new frame whose write lock the caller holds, and publishes the outcome.
-    fn fill(
-        &self,
-        frame: &Frame,
-        data: &mut RwLockWriteGuard<'_, Box<[u8]>>,
-        mut buf: Box<[u8]>,
-        fill: Fill,
-    ) -> Result<()> {
-        let outcome = match fill {
-            Fill::Read => self.io.read_page(frame.no, &mut buf),
-            Fill::Zero => Ok(()),
+    fn fill(&self, frame: &Frame, mut buf: Box<[u8]>, fill: Fill) -> Result<()> {
+        let (outcome, status) = match fill {
+            Fill::Read => (self.io.read_page(frame.no, &mut buf), READY),
+            Fill::Zero => (Ok(()), ZEROED),
         };
-        **data = buf;
-        frame.ptr.store(data.as_mut_ptr(), Release);
+        frame.install(buf);
         match outcome {
             Ok(()) => {
-                frame.status.store(READY, Release);
+                frame.status.store(status, Release);
                 Ok(())
             }
             Err(e) => {
@@ -608,12 +779,16 @@ impl PageCache {
         }
     }
 
-    /// Waits until a frame found resident is filled, and pins it for the caller.
-    fn wait_ready(frame: &Frame) -> Result<PageRef<'_>> {
-        if frame.status.load(Acquire) != READY {
+    /// Waits until a frame found resident is filled, and pins it for the caller (who pinned it
+    /// already: on error the pin is released). A `get` of a frame zero-filled for an overwrite
+    /// and not written reads the backend into it first.
+    fn wait_ready<'a>(&'a self, frame: &'a Frame, fill: Fill) -> Result<PageRef<'a>> {
+        if frame.status.load(Acquire) == LOADING {
             // The filler holds the write lock until the fill is over.
-            drop(frame.data.read());
-            if frame.status.load(Acquire) == FAILED {
+            drop(frame.lock.read_recursive());
+        }
+        match frame.status.load(Acquire) {
+            FAILED => {
                 let err = Error::Read {
                     page: frame.no,
                     source: Arc::clone(
@@ -625,32 +800,87 @@ impl PageCache {
                 };
                 // Last use of `frame`: once unpinned it may be freed.
                 frame.unpin();
-                return Err(err);
+                Err(err)
+            }
+            ZEROED if fill == Fill::Read => match self.read_in(frame) {
+                Ok(()) => Ok(PageRef::new(frame)),
+                Err(e) => {
+                    frame.unpin();
+                    Err(e)
+                }
+            },
+            _ => Ok(PageRef::new(frame)),
+        }
+    }
+
+    /// Reads the backend's page into a pinned frame that was zero-filled for an overwrite and
+    /// never written, so that its zeros do not hide the backend's bytes. A write guard taken
+    /// meanwhile (the frame is then `READY`) wins: its bytes are the content.
+    fn read_in(&self, frame: &Frame) -> Result<()> {
+        let _write = frame.lock.write();
+        if frame.status.load(Acquire) != ZEROED {
+            return Ok(());
+        }
+        if frame.dirty.load(Acquire) {
+            // Written through `as_ptr` and marked dirty: that is the content.
+            frame.status.store(READY, Release);
+            return Ok(());
+        }
+        self.state.lock().refuse_if_poisoned()?;
+        // SAFETY: the frame is pinned and filled; the write lock excludes every guard, and a
+        // layer writing through `as_ptr` takes a write guard before its first write (the
+        // `as_ptr` contract), which this lock excludes too.
+        let bytes = unsafe { frame.slice_mut() };
+        match self.io.read_page(frame.no, bytes) {
+            Ok(()) => {
+                frame.status.store(READY, Release);
+                Ok(())
+            }
+            Err(source) => {
+                // Whatever the failed read left: zeros again, still standing for nothing.
+                bytes.fill(0);
+                Err(Error::Read {
+                    page: frame.no,
+                    source: Arc::new(source),
+                })
             }
         }
-        Ok(PageRef::new(frame))
     }
 
     /// Writes a dirty victim back, then evicts it unless it was pinned or dirtied meanwhile.
-    /// The caller pinned it and read-locked its data under the state lock. Returns with the state lock held again (the caller
-    /// goes on with its miss), and the victim if it was evicted, for its buffer.
+    /// The caller pinned it and read-locked it under the state lock. Returns with the state
+    /// lock held again (the caller goes on with its miss), and the victim if it was evicted,
+    /// for its buffer.
+    ///
+    /// A failed write-back marks the page, so eviction passes it over while it has other
+    /// victims, and is not an error of the miss unless this was the `last_resort` (no other
+    /// victim left); the page stays cached and dirty either way.
     fn write_back<'a>(
         &'a self,
         victim: Arc<Frame>,
-        data: RwLockReadGuard<'a, Box<[u8]>>,
+        data: RwLockReadGuard<'a, ()>,
+        last_resort: bool,
     ) -> Result<(StateGuard<'a>, Option<Arc<Frame>>)> {
-        let written = self.io.write_page(victim.no, &data);
+        // SAFETY: the victim is pinned (by `make_room`) and filled, and the read lock is held:
+        // no guard writes it, and no block cache writes through `as_ptr` into an unpinned page.
+        let written = self.io.write_page(victim.no, unsafe { victim.slice() });
         if written.is_ok() {
             victim.dirty.store(false, Release);
+            victim.write_back_failed.store(false, Relaxed);
         }
         drop(data);
         if let Err(source) = written {
-            let err = Error::WriteBack {
-                page: victim.no,
-                source,
-            };
+            victim.write_back_failed.store(true, Relaxed);
             victim.unpin();
-            return Err(err);
+            if last_resort {
+                return Err(Error::WriteBack {
+                    page: victim.no,
+                    source,
+                });
+            }
+            let mut st = self.state.lock();
+            st.failed_write_backs += 1;
+            return Ok((st, None));
         }
         let mut st = self.state.lock();
         st.write_backs += 1;
@@ -698,19 +928,36 @@ impl<'a> PageRef<'a> {
     }
 
     /// Shared access to the page's bytes. Blocks while a write guard on the page is held.
+    ///
+    /// Guards are not reentrant: a thread that holds a guard of a page and asks for another
+    /// guard of the same page may wait forever (a write guard waits for every read guard, and
+    /// new read guards wait behind a waiting writer).
     #[must_use]
     pub fn read(&self) -> PageReadGuard<'_> {
-        PageReadGuard(self.frame.data.read())
+        let lock = self.frame.lock.read();
+        PageReadGuard {
+            _lock: lock,
+            bytes: self.frame.bytes(),
+            len: self.frame.len,
+        }
     }
 
     /// Exclusive access to the page's bytes; marks the page dirty. Blocks while any other guard
     /// on the page is held.
     #[must_use]
     pub fn write(&self) -> PageWriteGuard<'_> {
-        let guard = self.frame.data.write();
+        let lock = self.frame.lock.write();
         // After the lock: a flush or write-back holding the read lock cannot clear this.
         self.frame.dirty.store(true, Release);
-        PageWriteGuard(guard)
+        // A zero-filled page becomes content once someone may write it.
+        if self.frame.status.load(Relaxed) == ZEROED {
+            self.frame.status.store(READY, Release);
+        }
+        PageWriteGuard {
+            _lock: lock,
+            bytes: self.frame.bytes(),
+            len: self.frame.len,
+        }
     }
 
     /// Whether the page holds changes not yet written to the backend.
@@ -727,18 +974,22 @@ impl<'a> PageRef<'a> {
 
     /// The address of the page's bytes (`page_size` of them), for layers that manage access to
     /// sub-ranges of pages themselves (the block cache hands out disjoint slices of one page to
-    /// several owners at once).
+    /// several owners at once). Never null.
     ///
-    /// The address is stable and valid while this pin, or any other pin of the page, lives.
-    /// Getting it is safe; using it is not. The caller must make sure its reads and writes never
-    /// race with a [`read`](Self::read) or [`write`](Self::write) guard of the same page, nor
-    /// with [`PageCache::flush`]; and before its first write it must take (and may at once
-    /// drop) a write guard: that waits for a write-back of the page that started before the pin
-    /// was taken, the only other way the cache reads a pinned page, and no new one can start
-    /// while the page is pinned. The write guard also marks the page dirty.
+    /// The address is stable and valid while this pin, or any other pin of the page, lives;
+    /// it is the buffer's one raw root, so pointers derived from it stay valid whatever guards
+    /// are taken meanwhile. Getting it is safe; using it is not. The caller must make sure its
+    /// reads and writes never race with a [`read`](Self::read) or [`write`](Self::write) guard
+    /// of the same page that is dereferenced, nor with [`PageCache::flush`]; and before its
+    /// first write it must take (and may at once drop) a write guard: that waits for a
+    /// write-back of the page that started before the pin was taken, the only other way the
+    /// cache reads a pinned page, and no new one can start while the page is pinned. The write
+    /// guard also marks the page dirty (and makes a page zero-filled by
+    /// [`PageCache::get_for_overwrite`] content, so a later `get` does not read the backend
+    /// over it).
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
-        self.frame.ptr.load(Acquire)
+        self.frame.bytes().as_ptr()
     }
 }
 
@@ -766,44 +1017,69 @@ impl fmt::Debug for PageRef<'_> {
 }
 
 /// Shared access to a pinned page's bytes, from [`PageRef::read`].
-pub struct PageReadGuard<'a>(RwLockReadGuard<'a, Box<[u8]>>);
+///
+/// The guard holds the page's read lock and its buffer's raw pointer; the slice is made on each
+/// dereference, so merely holding a guard makes no reference to the bytes.
+pub struct PageReadGuard<'a> {
+    _lock: RwLockReadGuard<'a, ()>,
+    bytes: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the guard gives only shared reads of bytes that its read lock keeps from being
+// written (and `PageRef::as_ptr` users promise not to write while a guard is used), so sharing
+// it between threads is like sharing `&[u8]`.
+unsafe impl Sync for PageReadGuard<'_> {}
 
 impl Deref for PageReadGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        // SAFETY: `bytes` is the raw root of the pinned page's `len`-byte buffer, alive while
+        // the `PageRef` this guard borrows lives; the read lock excludes writing guards.
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr(), self.len) }
     }
 }
 
 impl fmt::Debug for PageReadGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PageReadGuard")
-            .field("len", &self.0.len())
+            .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }
 
 /// Exclusive access to a pinned page's bytes, from [`PageRef::write`]. The page was marked dirty
-/// when the guard was taken.
-pub struct PageWriteGuard<'a>(RwLockWriteGuard<'a, Box<[u8]>>);
+/// when the guard was taken. As with [`PageReadGuard`], the slice is made on dereference.
+pub struct PageWriteGuard<'a> {
+    _lock: RwLockWriteGuard<'a, ()>,
+    bytes: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: as for `PageReadGuard`: `&PageWriteGuard` gives only shared reads, and the write lock
+// keeps every other guard out.
+unsafe impl Sync for PageWriteGuard<'_> {}
 
 impl Deref for PageWriteGuard<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        // SAFETY: as in `PageReadGuard::deref`; the write lock excludes every other guard.
+        unsafe { std::slice::from_raw_parts(self.bytes.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for PageWriteGuard<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        // SAFETY: the buffer is alive as in `deref`; the write lock excludes every other guard,
+        // and `&mut self` every other use of this one, so the slice is the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.bytes.as_ptr(), self.len) }
     }
 }
 
 impl fmt::Debug for PageWriteGuard<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PageWriteGuard")
-            .field("len", &self.0.len())
+            .field("len", &self.len)
             .finish_non_exhaustive()
     }
 }

@@ -79,6 +79,8 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Dirty pages written to the backend by eviction.
     pub write_backs: u64,
+    /// Write-backs by eviction that failed (the page stayed cached and dirty).
+    pub failed_write_backs: u64,
     /// Pages written to the backend by `flush`.
     pub flushed: u64,
     /// Resident pages with at least one live `PageRef`.

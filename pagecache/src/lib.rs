@@ -35,8 +35,11 @@
 //! Guarantees:
 //! - No backend I/O happens under the cache's lock; concurrent misses on one page cause exactly
 //!   one backend read.
-//! - A failed write-back or flush loses nothing: the pages stay cached and dirty, and the error
-//!   is returned to the caller.
+//! - A failed write-back or flush write loses nothing: the pages stay cached and dirty, and the
+//!   next flush retries and reports the error.
+//! - A failed sync poisons the cache: every later flush, miss, write-back and truncate returns
+//!   [`Error::PreviousIo`], because the sync may have lost writes nobody can name (see
+//!   [`PageCache::flush`]). Reopen the backend from its last commit.
 //! - Dropping the cache writes nothing: unflushed changes are discarded.
 //!
 //! # Features

@@ -1,6 +1,8 @@
 //! Guards the cache's behaviour when the backend fails or crashes: failed write-backs, flush
-//! writes, syncs and reads lose nothing and can be retried, and a crash at any point of a flush
-//! reopens to the last flushed or the new content of each page, never anything else.
+//! writes and reads lose nothing and can be retried, a page that cannot be written back does not
+//! block eviction, a failed sync is reported and not retried, a failed truncate leaves no clean
+//! page standing for cut bytes, and a crash at any point of a flush reopens to the last flushed
+//! or the new content of each page, never anything else.
 
 mod common;
 
@@ -107,25 +109,25 @@ fn failed_write_back_keeps_the_page() {
     check(&cache, 0, 10, "page 0 read back");
 }
 
-/// A one-shot write-back failure: the next `get` that needs room retries the write-back and
-/// succeeds; the data then reaches the backend through eviction and is made durable by a flush.
+/// A one-shot write-back failure with no other victim: the miss tries the page again as a last
+/// resort, which succeeds; the data then reaches the backend through eviction and is made
+/// durable by a flush.
 #[test]
-fn write_back_is_retried_by_the_next_eviction() {
+fn write_back_is_retried_when_no_other_victim_is_left() {
     let io = faulty();
     let cache = open(&io, 1, 4);
     write(&cache, 3, 30);
     io.fail(Fault::WriteAt(io.counts().writes));
-    assert!(matches!(
-        cache.get(4),
-        Err(Error::WriteBack { page: 3, .. })
-    ));
-    assert!(cache.contains(3));
-
     check(&cache, 4, 0, "page 4");
     let stats = cache.stats();
     assert_eq!(
-        (stats.write_backs, stats.evictions, stats.cached),
-        (1, 1, 1),
+        (
+            stats.failed_write_backs,
+            stats.write_backs,
+            stats.evictions,
+            stats.cached
+        ),
+        (1, 1, 1, 1),
         "{stats:?}"
     );
     assert!(!cache.contains(3));
@@ -230,9 +232,10 @@ fn failed_flush_write_is_retried() {
     }
 }
 
-/// A failed sync returns `Error::Flush { page: None }`; the pages stay dirty and a retry succeeds.
+/// A failed sync returns `Error::Flush { page: None }` and nothing is durable; the cache then
+/// refuses to flush again (`tests/previous_io.rs` has the rest of that rule).
 #[test]
-fn failed_sync_is_retried() {
+fn failed_sync_is_reported_and_not_retried() {
     let io = faulty();
     let cache = open(&io, 8, 8);
     for no in 0..4 {
@@ -245,25 +248,111 @@ fn failed_sync_is_retried() {
         }
         other => panic!("expected a sync error, got {other:?}"),
     }
-    assert_eq!(cache.stats().dirty, 4);
     assert_page(
         &read_backend(io.inner(), 0),
         0,
         0,
         "a failed sync makes nothing durable",
     );
+    io.clear_faults();
+    assert!(matches!(cache.flush(), Err(Error::PreviousIo { .. })));
+}
 
-    cache.flush().expect("retried flush");
-    assert_eq!(cache.stats().dirty, 0);
-    assert!(io.unsynced_pages().is_empty());
-    for no in 0..4 {
-        assert_page(
-            &read_backend(io.inner(), no),
-            40 + no,
-            no,
-            "synced by the retry",
-        );
+/// A dirty page whose write-back fails is not the victim of every later miss: eviction skips it
+/// and evicts the next least recently used page, so reads of other pages go on working. The
+/// failure is reported by the next flush, which retries the write; nothing is lost.
+#[test]
+fn a_page_whose_write_back_fails_is_skipped_by_eviction() {
+    let io = faulty();
+    for no in 1..10 {
+        io.write_page(no, &pattern(no, no)).expect("write");
     }
+    io.sync().expect("sync");
+    let cache = open(&io, 3, 4);
+    write(&cache, 0, 100);
+    check(&cache, 1, 1, "clean");
+    check(&cache, 2, 2, "clean");
+    io.fail(Fault::WritePage(0));
+    // Page 0 is the least recently used: its write-back fails, and the clean pages behind it go
+    // instead, miss after miss.
+    for no in 3..10 {
+        check(&cache, no, no, "a miss while page 0 cannot be written back");
+    }
+    assert!(cache.contains(0), "the failing page stays cached");
+    let pin = cache.get(0).expect("hit");
+    assert!(pin.is_dirty());
+    assert_page(&pin.read(), 100, 0, "its content");
+    drop(pin);
+    match cache.flush() {
+        Err(Error::Flush {
+            page: Some(0),
+            source,
+        }) => assert!(is_injected(&source, Op::Write, Some(0)), "{source:?}"),
+        other => panic!("the flush reports the failing write, got {other:?}"),
+    }
+    io.clear_faults();
+    cache.flush().expect("flush after the fault is cleared");
+    assert_page(&read_backend(io.inner(), 0), 100, 0, "durable");
+}
+
+/// A backend whose truncate cuts and then reports an error (a failed delete in an object store,
+/// say). The cache puts the pages it had taken out back, dirty: the next flush writes them again,
+/// so no cached page stands for bytes the backend no longer has.
+#[derive(Debug)]
+struct CutThenFail(MemPageIo);
+
+impl PageIo for CutThenFail {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    fn read_page(&self, no: u64, buf: &mut [u8]) -> pageio::Result<()> {
+        self.0.read_page(no, buf)
+    }
+    fn write_page(&self, no: u64, buf: &[u8]) -> pageio::Result<()> {
+        self.0.write_page(no, buf)
+    }
+    fn num_pages(&self) -> pageio::Result<u64> {
+        self.0.num_pages()
+    }
+    fn sync(&self) -> pageio::Result<()> {
+        self.0.sync()
+    }
+    fn truncate(&self, num_pages: u64) -> pageio::Result<()> {
+        self.0.truncate(num_pages)?;
+        Err(pageio::Error::backend(
+            Op::Truncate,
+            None,
+            "deleting a page object failed",
+        ))
+    }
+}
+
+#[test]
+fn pages_put_back_after_a_failed_truncate_are_dirty() {
+    let backend = Arc::new(CutThenFail(MemPageIo::new(PAGE_SIZE).expect("page size")));
+    for no in 0..6 {
+        backend.write_page(no, &pattern(no + 1, no)).expect("write");
+    }
+    let io: Arc<dyn PageIo> = backend.clone();
+    let cache = PageCache::new(io, CacheConfig::default().with_capacity(8)).expect("config");
+    check(&cache, 5, 6, "cached before the truncate");
+    assert!(matches!(
+        cache.truncate(3),
+        Err(Error::Truncate { num_pages: 3, .. })
+    ));
+    // The backend did cut; the cached page is back, dirty, and the flush restores it.
+    assert_page(&read_backend(&*backend, 5), 0, 5, "cut by the backend");
+    let pin = cache.get(5).expect("hit");
+    assert!(pin.is_dirty(), "put back dirty");
+    assert_page(&pin.read(), 6, 5, "content kept");
+    drop(pin);
+    cache.flush().expect("flush");
+    assert_page(
+        &read_backend(&*backend, 5),
+        6,
+        5,
+        "written again by the flush",
+    );
 }
 
 /// A failed read returns `Error::Read` and leaves nothing resident; the next `get` reads again.
@@ -444,7 +533,8 @@ fn crash_after_flush_keeps_flushed_content() {
 /// `k`, including after all writes but before the sync). The flush fails and every page stays
 /// dirty; a reopened cache sees each page as either its previously flushed or its new content
 /// (exactly the new one where the crash let the write through); and the surviving cache, flushed
-/// again once the device restarts, makes all the new content durable.
+/// again once the device restarts, makes all the new content durable — unless the sync was what
+/// failed, after which it refuses to commit (`Error::PreviousIo`).
 #[test]
 fn crash_at_every_point_of_a_flush() {
     const PAGES: u64 = 9;
@@ -468,17 +558,14 @@ fn crash_at_every_point_of_a_flush() {
                 (
                     Error::Flush {
                         page: Some(page),
-                        source: pageio::Error::Crashed { op: Op::Write },
+                        source,
                     },
                     true,
-                ) => assert_eq!(*page, k - k % BATCH as u64, "k = {k}"),
-                (
-                    Error::Flush {
-                        page: None,
-                        source: pageio::Error::Crashed { op: Op::Sync },
-                    },
-                    false,
-                ) => {}
+                ) if matches!(**source, pageio::Error::Crashed { op: Op::Write }) => {
+                    assert_eq!(*page, k - k % BATCH as u64, "k = {k}");
+                }
+                (Error::Flush { page: None, source }, false)
+                    if matches!(**source, pageio::Error::Crashed { op: Op::Sync }) => {}
                 _ => panic!("k = {k}: unexpected {err:?}"),
             }
             let stats = cache.stats();
@@ -503,6 +590,16 @@ fn crash_at_every_point_of_a_flush() {
             }
             drop(reopened);
 
+            if k == PAGES {
+                // The sync itself failed: the surviving cache refuses to commit again.
+                assert!(
+                    matches!(cache.flush(), Err(Error::PreviousIo { .. })),
+                    "k = {k}"
+                );
+                continue;
+            }
+            // Only a write failed: every page is still cached and dirty, and the flush after
+            // the restart writes them all again.
             cache.flush().expect("flush after the restart");
             assert_eq!(cache.stats().dirty, 0);
             drop(cache);

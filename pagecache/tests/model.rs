@@ -51,6 +51,9 @@ struct Entry {
     last_use: u64,
     pins: usize,
     dirty: bool,
+    /// Zero-filled by `get_for_overwrite` and not written since: the zeros are not content, so
+    /// a `get` reads the backend into the page.
+    zeroed: bool,
 }
 
 /// The counters of `CacheStats` that accumulate over a cache's life.
@@ -99,6 +102,10 @@ impl Model {
             entry.last_use = self.clock;
             entry.pins += 1;
             self.counters.hits += 1;
+            if entry.zeroed && !overwrite {
+                entry.zeroed = false;
+                self.logical[no as usize] = self.backend[no as usize];
+            }
             return;
         }
         self.counters.misses += 1;
@@ -136,6 +143,7 @@ impl Model {
                 pins: 1,
                 // `get_for_overwrite` zero-fills but does not dirty: only a write does.
                 dirty: false,
+                zeroed: overwrite,
             },
         );
     }
@@ -150,10 +158,12 @@ impl Model {
 
     fn write(&mut self, no: u64, tag: u64) {
         self.logical[no as usize] = tag;
-        self.resident
+        let entry = self
+            .resident
             .get_mut(&no)
-            .expect("a pinned page is resident")
-            .dirty = true;
+            .expect("a pinned page is resident");
+        entry.dirty = true;
+        entry.zeroed = false;
     }
 
     fn flush(&mut self) {
