@@ -5,7 +5,10 @@
 //!   block, and the range is released only when the block is dropped, so no two blocks ever
 //!   reach the same byte.
 //! - A single-page block's pointer stays valid: the block holds a pin on the page, and a pinned
-//!   page's buffer is neither moved nor freed (`PageRef::as_ptr`).
+//!   page's buffer is neither moved nor freed (`PageRef::as_ptr`). The pointer is derived from
+//!   the buffer's one raw root, which the page cache's guards never reborrow (they make a slice
+//!   only when dereferenced), so taking and dropping a write guard — as a block does before its
+//!   first write — leaves other blocks' pointers into the same page valid.
 //! - Nothing else writes a block's bytes, and nothing reads them while the block writes: the page
 //!   cache is private to the block cache; the block cache touches page bytes only through
 //!   blocks (each within its own range) and in `flush`/`truncate`, which take `&mut BlockCache`
@@ -96,10 +99,10 @@ impl<'a> Block<'a> {
         if first == last {
             let page = cache.pin(first, whole(first))?;
             let in_page = (offset - first * ps) as usize;
-            // SAFETY: `as_ptr` is the start of a `page_size` buffer (non-null while pinned) and
+            let base = NonNull::new(page.as_ptr()).expect("a pinned page has a buffer");
+            // SAFETY: `base` is the start of the pinned page's `page_size` buffer, and
             // `in_page + len <= page_size` because the range lies inside this page.
-            let ptr = unsafe { page.as_ptr().add(in_page) };
-            let ptr = NonNull::new(ptr).expect("a pinned page has a buffer");
+            let ptr = unsafe { base.add(in_page) };
             return Ok(View::Single { page, ptr, len });
         }
         // Pin the pages that must be read (partial edges; every page of a read block) before

@@ -54,7 +54,24 @@ pub enum Error {
         #[source]
         source: pageio::Error,
     },
-    /// The page cache failed (a backend read, write-back, flush or truncate).
-    #[error("page cache error")]
+    /// The page cache failed (a backend read, write-back, flush or truncate, or a refusal after
+    /// a failed sync); its message is this error's.
+    #[error(transparent)]
     Cache(#[from] pagecache::Error),
+}
+
+impl Error {
+    /// The backend error underneath, if this error came from the backend (directly or through
+    /// the page cache), without walking the `source` chain.
+    #[must_use]
+    pub fn backend(&self) -> Option<&pageio::Error> {
+        match self {
+            Error::Device { source } => Some(source),
+            Error::Cache(e) => e.backend(),
+            Error::ZeroLength { .. }
+            | Error::OutOfRange { .. }
+            | Error::PastEnd { .. }
+            | Error::Overlap { .. } => None,
+        }
+    }
 }
