@@ -71,11 +71,24 @@ pub enum Error {
         /// The backend's page size.
         backend: usize,
     },
-    /// [`create`](crate::FileBlock::create) was given a device that already holds pages.
-    #[error("cannot create a file on a device that holds {pages} pages: it must be empty")]
+    /// [`create`](crate::FileBlock::create) was given a device that holds pages but no file of
+    /// this format, not even an interrupted `create`: its bytes are someone else's.
+    #[error(
+        "cannot create a file on a device that holds {pages} pages of something else: use an \
+         empty device (or truncate this one to zero pages if its bytes are not needed)"
+    )]
     NotEmpty {
         /// The device's length in pages.
         pages: u64,
+    },
+    /// [`create`](crate::FileBlock::create) was given a device that holds a committed file.
+    #[error(
+        "the device holds a committed file (generation {generation}): open it instead of \
+         creating one"
+    )]
+    AlreadyCreated {
+        /// The generation of the file's newest valid superblock.
+        generation: u64,
     },
     /// A root name is empty, longer than 24 bytes or contains a NUL byte.
     #[error("invalid root name {name:?}: it must be 1 to 24 bytes with no NUL byte")]
@@ -98,18 +111,45 @@ pub enum Error {
         /// The block's size in bytes.
         size: u64,
     },
-    /// The block cache failed (including a page cache or backend failure beneath it).
-    #[error("block cache error")]
+    /// The block cache failed (including a page cache or backend failure beneath it); its
+    /// message is this error's.
+    #[error(transparent)]
     Block(#[from] blockcache::Error),
-    /// The page cache failed.
-    #[error("page cache error")]
+    /// The page cache failed; its message is this error's.
+    #[error(transparent)]
     Cache(#[from] pagecache::Error),
-    /// The backend failed.
-    #[error("device error")]
+    /// The backend failed; its message is this error's.
+    #[error(transparent)]
     Io(#[from] pageio::Error),
 }
 
 impl Error {
+    /// The backend error underneath, if this error came from the device (directly or through
+    /// the caches), without walking the `source` chain. Its
+    /// [`kind`](pageio::Error::kind) tells a retry from a reopen.
+    #[must_use]
+    pub fn backend(&self) -> Option<&pageio::Error> {
+        match self {
+            Error::Block(e) => e.backend(),
+            Error::Cache(e) => e.backend(),
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the refusal of a file whose earlier sync failed
+    /// ([`pagecache::Error::PreviousIo`]): nothing can be committed any more, and the file must
+    /// be reopened from its last commit (see [`FileBlock::flush`](crate::FileBlock::flush)).
+    #[must_use]
+    pub fn is_previous_io(&self) -> bool {
+        matches!(
+            self,
+            Error::Block(blockcache::Error::Cache(
+                pagecache::Error::PreviousIo { .. }
+            )) | Error::Cache(pagecache::Error::PreviousIo { .. })
+        )
+    }
+
     pub(crate) fn corrupt(what: impl Into<String>, at: Location) -> Self {
         Error::Corrupt {
             what: what.into(),

@@ -44,6 +44,9 @@ const MAP_READ_PAGES: usize = 16;
 /// - space freed since the last commit (freed or shrunk blocks, the old place of a moved block,
 ///   the old map) is not reused until the commit that frees it is durable.
 ///
+/// A failed sync ends the file's life as a commit point: see [`flush`](Self::flush)'s errors.
+/// Reopen it from its last commit with [`open`](Self::open).
+///
 /// Dropping a `FileBlock` without flushing discards the changes since the last flush.
 pub struct FileBlock {
     io: Arc<dyn PageIo>,
@@ -111,6 +114,20 @@ pub struct CompactReport {
     pub new_file_len: u64,
     /// Whether the limit stopped the moves early.
     pub limited: bool,
+    /// Whether the device was cut to the end of the body.
+    pub shrink: Shrink,
+}
+
+/// Whether [`FileBlock::compact`] shrank the device, from [`CompactReport::shrink`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shrink {
+    /// The device was no longer than the body: nothing to cut.
+    #[default]
+    NotNeeded,
+    /// The device was truncated to the end of the body.
+    Truncated,
+    /// The backend cannot truncate, so the device kept its length.
+    Unsupported,
 }
 
 /// What an extent of the body holds, from [`FileBlock::extents`].
@@ -138,15 +155,25 @@ pub struct ExtentInfo {
 }
 
 impl FileBlock {
-    /// Creates an empty file on `io`, which must hold no pages: writes the (one-page) extent
-    /// map, syncs, writes both superblocks and syncs again. A crash during `create` can leave a
-    /// file that does not open.
+    /// Creates an empty file on `io`: writes the (one-page) extent map, syncs, writes both
+    /// superblocks and syncs again.
+    ///
+    /// The device must be empty, or hold what a `create` interrupted by a crash leaves: no
+    /// valid superblock, and superblock pages that are zeros or a torn write of this format's
+    /// superblock. Such a device is cut to zero pages first (when the backend can truncate) and
+    /// created afresh, so calling `create` again after a crash during `create` works. A device
+    /// holding a committed file is refused with [`Error::AlreadyCreated`] (open it instead); one
+    /// holding anything else with [`Error::NotEmpty`].
     pub fn create(io: Arc<dyn PageIo>, config: Config) -> Result<Self> {
         let page_size = io.page_size();
         config.check_alloc_unit(page_size)?;
         let pages = io.num_pages()?;
         if pages != 0 {
-            return Err(Error::NotEmpty { pages });
+            check_interrupted_create(&*io, pages)?;
+            match io.truncate(0) {
+                Ok(()) | Err(pageio::Error::Unsupported { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let (alloc_unit, cache_config, buckets) = config.into_parts();
         let map_read_pages = cache_config.capacity().clamp(1, MAP_READ_PAGES);
@@ -406,10 +433,7 @@ impl FileBlock {
 
     // ----- Commit -----
 
-    /// Commits: makes every change since the last flush durable, atomically. After an error a
-    /// crash reopens to the previous commit, or to this one if the error came after its
-    /// superblock was written (a failed final sync); either way `flush` may be called again,
-    /// and space freed since the previous commit stays unused until a flush succeeds.
+    /// Commits: makes every change since the last flush durable, atomically.
     ///
     /// 1. The old map's extent becomes pending; the new map is placed in free space (or at the
     ///    end) and written into the cache. Its records describe the body up to its last extent
@@ -421,6 +445,19 @@ impl FileBlock {
     ///
     /// With no change to the allocation or roots since the last commit, only step 2 runs (block
     /// bytes written in place become durable) and the generation stays.
+    ///
+    /// # Errors
+    ///
+    /// - When a *write* fails (step 2 or 3), nothing is lost and nothing is committed yet (or,
+    ///   if the superblock write failed, maybe): `flush` may be called again, and space freed
+    ///   since the previous commit stays unused until a flush succeeds.
+    /// - When a *sync* fails, the file is done: a failed `fsync` may have dropped writes the
+    ///   caches no longer hold (on Linux it reports the error once and may mark the lost pages
+    ///   clean), so no retry can know what reached the disk. Every later `flush`, `compact` and
+    ///   read of an uncached page fails with an error for which
+    ///   [`Error::is_previous_io`] is true. Reopen with [`open`](Self::open): a crash or a
+    ///   reopen after a failed sync finds the previous commit, or this one if its superblock
+    ///   reached the disk, never a mix.
     pub fn flush(&mut self) -> Result<()> {
         if self.dirty {
             self.commit(None)
@@ -623,7 +660,13 @@ impl FileBlock {
     /// holes, the file ends up as long as the live blocks plus the map and the superblocks,
     /// rounded up to a page; blocks that fit no hole below them stay where they are.
     ///
-    /// A limit stops the moves, not the commits: the call always leaves a committed state.
+    /// A limit stops the moves, not the commits: the call always leaves a committed state, and
+    /// like [`flush`](Self::flush) it is a durability barrier: everything written before it is
+    /// durable when it returns `Ok`, even when nothing needed to move or commit.
+    ///
+    /// A backend that cannot truncate ([`PageIo::truncate`] is unsupported) keeps its length:
+    /// the moves and commits happen, and the report's [`shrink`](CompactReport::shrink) says
+    /// [`Shrink::Unsupported`] (the space past the body stays allocated on the device).
     pub fn compact(&mut self, limit: CompactLimit) -> Result<CompactReport> {
         let start = Instant::now();
         let ps = self.page_size as u64;
@@ -651,18 +694,21 @@ impl FileBlock {
             report.commits += 1;
         }
         let end = self.file_offset(self.alloc.body());
+        report.shrink = Shrink::NotNeeded;
         if self.io.num_pages()? > end.div_ceil(ps) {
-            match self.cache.truncate(end) {
+            report.shrink = match self.cache.truncate(end) {
+                Ok(()) => Shrink::Truncated,
                 // A backend that cannot truncate keeps its length; the commit stands.
-                Ok(())
-                | Err(blockcache::Error::Cache(pagecache::Error::Truncate {
+                Err(blockcache::Error::Cache(pagecache::Error::Truncate {
                     source: pageio::Error::Unsupported { .. },
                     ..
-                })) => {}
+                })) => Shrink::Unsupported,
                 Err(e) => return Err(e.into()),
-            }
-            self.cache.flush()?;
+            };
         }
+        // A durability barrier whatever happened above: bytes written in place before the call
+        // are durable (a commit flushed them already; this is then cheap), and so is the cut.
+        self.cache.flush()?;
         report.new_file_len = self.io.num_pages()?.saturating_mul(ps);
         Ok(report)
     }
@@ -1067,6 +1113,33 @@ fn read_map(
         first += n;
     }
     decoder.finish()
+}
+
+/// Checks that a non-empty device holds what an interrupted [`FileBlock::create`] leaves: no
+/// valid superblock, and each superblock page zeros or a (torn) superblock of this format.
+fn check_interrupted_create(io: &dyn PageIo, pages: u64) -> Result<()> {
+    let page_size = io.page_size();
+    let mut buf = vec![0u8; page_size];
+    for slot in [Slot::A, Slot::B] {
+        if slot.page() >= pages {
+            continue;
+        }
+        io.read_page(slot.page(), &mut buf)?;
+        if let Ok(sb) = format::decode_superblock(&buf, slot) {
+            return Err(Error::AlreadyCreated {
+                generation: sb.generation,
+            });
+        }
+        // A torn superblock write leaves a prefix of the new bytes over the old zeros.
+        let magic = buf.iter().zip(&format::MAGIC).take_while(|(a, b)| a == b);
+        let prefix = magic.count();
+        let rest_zero = |from: usize| buf[from..].iter().all(|&b| b == 0);
+        let ours = prefix == format::MAGIC.len() || rest_zero(prefix);
+        if !ours {
+            return Err(Error::NotEmpty { pages });
+        }
+    }
+    Ok(())
 }
 
 /// Reads both superblocks and picks the valid one with the highest generation.

@@ -347,8 +347,17 @@ pub fn decode_superblock(bytes: &[u8], slot: Slot) -> Result<Superblock> {
             "invalid allocation unit {alloc_unit} for page size {page_size}"
         ));
     }
+    let generation = u64::from_le(raw.generation);
+    if Slot::for_generation(generation) != slot {
+        // A misdirected write: trusting it would let the next commit overwrite the superblock
+        // it opened.
+        return bad(format!(
+            "generation {generation} belongs in slot {}, not slot {slot}",
+            Slot::for_generation(generation)
+        ));
+    }
     let sb = Superblock {
-        generation: u64::from_le(raw.generation),
+        generation,
         page_size,
         alloc_unit,
         body_units: u64::from_le(raw.body_units),
@@ -872,7 +881,8 @@ mod tests {
 
     fn superblock() -> Superblock {
         Superblock {
-            generation: 7,
+            // Even: its slot is A.
+            generation: 8,
             page_size: 4096,
             alloc_unit: 512,
             body_units: 24,
@@ -936,7 +946,12 @@ mod tests {
         // As a whole page, zero padded.
         let mut page = vec![0u8; 4096];
         page[..SUPERBLOCK_SIZE].copy_from_slice(&bytes);
-        assert_eq!(decode_superblock(&page, Slot::B).unwrap(), sb);
+        assert_eq!(decode_superblock(&page, Slot::A).unwrap(), sb);
+        // Found in the other slot (a misdirected write), it is not trusted.
+        assert_eq!(
+            corrupt_at(decode_superblock(&page, Slot::B)),
+            Location::Superblock(Slot::B)
+        );
     }
 
     #[test]
@@ -946,8 +961,8 @@ mod tests {
         for bit in 0..page.len() * 8 {
             page[bit / 8] ^= 1 << (bit % 8);
             assert_eq!(
-                corrupt_at(decode_superblock(&page, Slot::B)),
-                Location::Superblock(Slot::B),
+                corrupt_at(decode_superblock(&page, Slot::A)),
+                Location::Superblock(Slot::A),
                 "bit {bit}"
             );
             page[bit / 8] ^= 1 << (bit % 8);

@@ -53,7 +53,7 @@ use std::fmt;
 pub use blockcache::Block;
 pub use config::{BucketConfig, CompactLimit, Config};
 pub use error::{Error, Location, Problem, Result};
-pub use file::{CompactReport, ExtentInfo, ExtentKind, FileBlock, Stats};
+pub use file::{CompactReport, ExtentInfo, ExtentKind, FileBlock, Shrink, Stats};
 
 mod alloc;
 mod config;

@@ -1,15 +1,16 @@
 //! Guards compaction: it keeps every id's bytes, sizes and the roots; given room it shrinks the
 //! file to the live blocks plus the superblocks and the map; a byte limit bounds what one call
-//! moves; and everything reads back after a reopen, on memory and on a real file.
+//! moves; everything reads back after a reopen, on memory and on a real file; it is a durability
+//! barrier even when nothing moves; and it says when the backend could not be truncated.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use fileblock::{
-    BlockId, CompactLimit, CompactReport, Config, ExtentInfo, ExtentKind, FileBlock, Stats,
+    BlockId, CompactLimit, CompactReport, Config, ExtentInfo, ExtentKind, FileBlock, Shrink, Stats,
 };
-use pageio::{FdPageIo, MemPageIo, PageIo};
+use pageio::{FaultyPageIo, FdPageIo, MemPageIo, PageIo};
 
 const PAGE_SIZE: usize = 4096;
 const AU: u64 = 256;
@@ -280,4 +281,73 @@ fn compaction_truncates_a_real_file() {
     intact(&file, &live);
     assert_eq!(layout(&file), before);
     assert_tight(&file.stats(), device_len(&*io), &report);
+}
+
+/// The reported loss: write 1, flush, compact, write 2 in place, compact (nothing to move, so no
+/// commit and, before, no flush either) — a power cut then found 1. `compact` is a durability
+/// barrier: the bytes written before it are durable when it returns.
+#[test]
+fn compact_with_nothing_to_move_still_makes_writes_durable() {
+    let io = Arc::new(FaultyPageIo::new(MemPageIo::new(PAGE_SIZE).expect("mem")));
+    let mut file = FileBlock::create(io.clone(), config()).expect("create");
+    let id = file.alloc(100).expect("alloc");
+    file.write(id).expect("write").fill(1);
+    file.flush().expect("flush");
+    file.compact(CompactLimit::Unbounded).expect("compact");
+    file.write(id).expect("write").fill(2);
+    let report = file.compact(CompactLimit::Unbounded).expect("compact");
+    assert_eq!(report.commits, 0, "nothing to commit: {report:?}");
+    drop(file);
+    io.crash();
+    let file = FileBlock::open(io, config()).expect("open");
+    assert!(
+        file.read(id).expect("read").iter().all(|&b| b == 2),
+        "the write before compact survives the power cut"
+    );
+}
+
+/// A backend that cannot truncate: compaction still moves and commits, and its report says the
+/// file could not shrink rather than claiming it did.
+#[derive(Debug)]
+struct NoTruncate(MemPageIo);
+
+impl PageIo for NoTruncate {
+    fn page_size(&self) -> usize {
+        self.0.page_size()
+    }
+    fn read_page(&self, no: u64, buf: &mut [u8]) -> pageio::Result<()> {
+        self.0.read_page(no, buf)
+    }
+    fn write_page(&self, no: u64, buf: &[u8]) -> pageio::Result<()> {
+        self.0.write_page(no, buf)
+    }
+    fn num_pages(&self) -> pageio::Result<u64> {
+        self.0.num_pages()
+    }
+    fn sync(&self) -> pageio::Result<()> {
+        self.0.sync()
+    }
+}
+
+#[test]
+fn compact_reports_a_backend_that_cannot_truncate() {
+    let io: Arc<dyn PageIo> = Arc::new(NoTruncate(MemPageIo::new(PAGE_SIZE).expect("mem")));
+    let (mut file, live) = holey_file(io.clone(), true);
+    let report = file.compact(CompactLimit::Unbounded).expect("compact");
+    assert!(report.blocks_moved > 0, "{report:?}");
+    assert_eq!(report.shrink, Shrink::Unsupported, "{report:?}");
+    assert_eq!(report.new_file_len, report.old_file_len, "{report:?}");
+    assert!(
+        file.stats().body_len + 2 * PAGE_SIZE as u64 <= report.new_file_len,
+        "the body is shorter than the file that could not shrink"
+    );
+    intact(&file, &live);
+
+    let mem: Arc<dyn PageIo> = Arc::new(MemPageIo::new(PAGE_SIZE).expect("mem"));
+    let (mut file, _) = holey_file(mem, true);
+    let report = file.compact(CompactLimit::Unbounded).expect("compact");
+    assert_eq!(report.shrink, Shrink::Truncated, "{report:?}");
+    assert!(report.new_file_len < report.old_file_len);
+    let report = file.compact(CompactLimit::Unbounded).expect("compact");
+    assert_eq!(report.shrink, Shrink::NotNeeded, "{report:?}");
 }

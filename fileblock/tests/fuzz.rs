@@ -129,7 +129,7 @@ fn assert_sane_superblock(sb: &Superblock) {
     // What decodes re-encodes to something that decodes the same.
     let again = format::encode_superblock(sb).expect("re-encode");
     assert_eq!(
-        &format::decode_superblock(&again, Slot::A).expect("re-decode"),
+        &format::decode_superblock(&again, Slot::for_generation(sb.generation)).expect("re-decode"),
         sb
     );
 }
@@ -449,13 +449,19 @@ proptest! {
     #[test]
     fn valid_superblocks_round_trip_and_every_few_bit_flips_are_caught(
         sb in valid_superblock(),
-        slot in slot(),
         flips in prop::collection::btree_set(0usize..8 * 4096, 1..=4),
         page in prop_oneof![Just(512usize), Just(4096usize)],
     ) {
+        let slot = Slot::for_generation(sb.generation);
+        let other = if slot == Slot::A { Slot::B } else { Slot::A };
         let mut bytes = vec![0u8; page];
         bytes[..SUPERBLOCK_SIZE].copy_from_slice(&format::encode_superblock(&sb).expect("encode"));
         prop_assert_eq!(&format::decode_superblock(&bytes, slot).expect("decode"), &sb);
+        // The same bytes in the other slot are a misdirected write, not a superblock.
+        prop_assert_eq!(
+            corrupt_at(format::decode_superblock(&bytes, other)),
+            Location::Superblock(other)
+        );
         for &bit in &flips {
             bytes[(bit / 8) % page] ^= 1 << (bit % 8);
         }
