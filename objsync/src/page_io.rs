@@ -19,8 +19,8 @@ use crate::stats::Stats;
 use crate::upload::store_error;
 use crate::{Downloader, DownloaderConfig, Error, Op, Result, Uploader, UploaderConfig};
 
-/// The name of the object, under the prefix, that records the page count set by
-/// [`PageIo::truncate`].
+/// The name of the object, under the prefix, that records the page count as of the last sync
+/// (or shrinking truncate).
 const SIZE_OBJECT: &str = "num_pages";
 
 /// The number of per-page write locks (see `ObjectPageIo::page_locks`).
@@ -79,15 +79,20 @@ impl ObjectPageIoConfig {
 ///
 /// Page `n` is the object `<prefix>/<n as 16 lowercase hex digits>`, exactly one page long. A
 /// page with no object reads as zeros. `<prefix>/num_pages` (decimal text) records the page
-/// count set by the last synced [`truncate`](PageIo::truncate); it is written only by `sync`
-/// after a truncate.
+/// count: written by every [`sync`](PageIo::sync) that finds it changed, and by a shrinking
+/// [`truncate`](PageIo::truncate) before it deletes anything.
 ///
 /// # Size
 ///
-/// [`num_pages`](PageIo::num_pages) is kept in memory: at open it is the larger of the
-/// recorded count and one more than the highest page object found by a LIST of the prefix;
-/// writes and truncates update it. Pages at or past it read as zeros without a request. One
-/// `ObjectPageIo` at a time may use a prefix.
+/// [`num_pages`](PageIo::num_pages) is kept in memory; writes and truncates update it. At open
+/// it is the recorded count, and page objects at or past it — left by a truncate interrupted
+/// between recording the size and its deletes, or written past the end and never synced — are
+/// deleted, so they can never reappear. Without a recorded count (a prefix never synced) it is
+/// one more than the highest page object a LIST finds. Pages at or past it read as zeros
+/// without a request. One `ObjectPageIo` at a time may use a prefix.
+///
+/// A crash (or a dropped `ObjectPageIo`) at any point of a truncate reopens to the size before
+/// it or the size after it, with every page below that size holding what it held.
 ///
 /// # Requests
 ///
@@ -98,7 +103,8 @@ impl ObjectPageIoConfig {
 /// [`read_pages`](PageIo::read_pages) run their requests concurrently. Reads go through a
 /// [`Downloader`]; after a write, the page's in-flight downloads are forgotten so that later
 /// reads cannot join one served before the write. [`truncate`](PageIo::truncate) lists the
-/// prefix and deletes every page object at or past the new end (while no write is in flight).
+/// prefix and deletes every page object at or past the smaller of the old and the new end
+/// (while no write is in flight); when it shrinks the device it records the new size first.
 ///
 /// # Threads and runtimes
 ///
@@ -136,10 +142,8 @@ pub struct ObjectPageIo {
 #[derive(Debug, Default)]
 struct SizeState {
     num_pages: u64,
-    /// The count set by a truncate that is not recorded yet.
-    unrecorded: bool,
-    /// Bumped by every truncate, so that a sync records only what it read.
-    version: u64,
+    /// The count the size object holds, if there is one.
+    recorded: Option<u64>,
 }
 
 impl ObjectPageIo {
@@ -223,8 +227,11 @@ impl ObjectPageIo {
             rng: Rng::from_entropy(),
             stats: Stats::default(),
         };
-        let num_pages = io.load_size()?;
-        io.size.lock().num_pages = num_pages;
+        let (num_pages, recorded) = io.load_size()?;
+        *io.size.lock() = SizeState {
+            num_pages,
+            recorded,
+        };
         Ok(io)
     }
 
@@ -250,8 +257,10 @@ impl ObjectPageIo {
         page_path(&self.prefix, no)
     }
 
-    /// The page count found in the store: the recorded size and the highest page object.
-    fn load_size(&self) -> Result<u64> {
+    /// The page count found in the store, and the recorded one. With a recorded count, page
+    /// objects at or past it are leftovers (of an interrupted truncate, or unsynced writes past
+    /// the end) and are deleted.
+    fn load_size(&self) -> Result<(u64, Option<u64>)> {
         let downloader = self.downloader.clone();
         let size_path = self.prefix.clone().join(SIZE_OBJECT);
         let recorded = self.run("ObjectPageIo::open", async move {
@@ -261,10 +270,63 @@ impl ObjectPageIo {
                 Err(e) => Err(e),
             }
         })??;
-        let highest = self.list_pages()?.into_iter().max();
-        Ok(recorded
-            .unwrap_or(0)
-            .max(highest.map_or(0, |page| page.saturating_add(1))))
+        let pages = self.list_pages()?;
+        if let Some(size) = recorded {
+            let leftovers: Vec<u64> = pages.into_iter().filter(|&no| no >= size).collect();
+            self.delete_pages(&leftovers)?;
+            Ok((size, Some(size)))
+        } else {
+            let highest = pages.into_iter().max();
+            Ok((highest.map_or(0, |page| page.saturating_add(1)), None))
+        }
+    }
+
+    /// Records `num_pages` in the size object.
+    fn record_size(&self, num_pages: u64) -> Result<()> {
+        let uploader = self.uploader.clone();
+        let path = self.prefix.clone().join(SIZE_OBJECT);
+        self.run("ObjectPageIo record size", async move {
+            uploader
+                .overwrite(&path, Bytes::from(num_pages.to_string()))
+                .await
+        })??;
+        self.size.lock().recorded = Some(num_pages);
+        Ok(())
+    }
+
+    /// Deletes the objects of pages `cut` (a missing one counts as deleted).
+    fn delete_pages(&self, cut: &[u64]) -> Result<()> {
+        if cut.is_empty() {
+            return Ok(());
+        }
+        let store = Arc::clone(&self.store);
+        let paths: Vec<Path> = cut.iter().map(|&no| self.page_path(no)).collect();
+        let task_paths = paths.clone();
+        let concurrency = self.uploader.config().max_concurrency;
+        let retry = self.uploader.config().retry.clone();
+        let deleted = self.run_with_retries("ObjectPageIo delete", retry, move |attempt| {
+            let store = Arc::clone(&store);
+            let paths = task_paths.clone();
+            async move {
+                futures::stream::iter(paths)
+                    .map(|path| {
+                        let store = Arc::clone(&store);
+                        async move {
+                            match store.delete(&path).await {
+                                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                                Err(source) => Err(store_error(Op::Delete, &path, attempt, source)),
+                            }
+                        }
+                    })
+                    .buffer_unordered(concurrency)
+                    .try_for_each(|()| futures::future::ready(Ok(())))
+                    .await
+            }
+        });
+        for path in &paths {
+            self.downloader.forget_in_flight(path);
+        }
+        deleted
     }
 
     /// Every page number with an object under the prefix.
@@ -525,29 +587,19 @@ impl PageIo for ObjectPageIo {
 
     fn sync(&self) -> pageio::Result<()> {
         // Every write that returned before this call is already acknowledged (durable); wait
-        // for those still in flight on other threads.
+        // for those still in flight on other threads, then record the size if it changed.
+        // Holding the writers lock shared keeps a truncate from changing the size meanwhile.
         self.writes.wait_for_earlier();
-        let (num_pages, version) = {
+        let _writers = self.writers.read();
+        let (num_pages, recorded) = {
             let size = self.size.lock();
-            if !size.unrecorded {
-                return Ok(());
-            }
-            (size.num_pages, size.version)
+            (size.num_pages, size.recorded)
         };
-        let uploader = self.uploader.clone();
-        let path = self.prefix.clone().join(SIZE_OBJECT);
-        self.run("ObjectPageIo::sync", async move {
-            uploader
-                .overwrite(&path, Bytes::from(num_pages.to_string()))
-                .await
-        })
-        .and_then(|r| r)
-        .map_err(|e| pageio::Error::backend(PageOp::Sync, None, e))?;
-        let mut size = self.size.lock();
-        if size.version == version {
-            size.unrecorded = false;
+        if recorded == Some(num_pages) {
+            return Ok(());
         }
-        Ok(())
+        self.record_size(num_pages)
+            .map_err(|e| pageio::Error::backend(PageOp::Sync, None, e))
     }
 
     fn read_pages(&self, pages: &mut [(u64, &mut [u8])]) -> pageio::Result<()> {
@@ -602,53 +654,31 @@ impl PageIo for ObjectPageIo {
         self.write_batch(batch)
     }
 
+    /// Shrinking records the new size first and then deletes the page objects past it, so a
+    /// crash in between reopens to the new size (open deletes the leftovers). Growing deletes
+    /// leftover objects past the old end first (they must read as zeros), and the new size is
+    /// recorded by the next sync. A failed delete leaves the size cut and some old objects past
+    /// it, which open deletes, or a later truncate.
     fn truncate(&self, num_pages: u64) -> pageio::Result<()> {
         pageio::byte_len(num_pages, self.page_size)?;
         let _writers = self.writers.write();
-        // Every page object at or past the new end goes, whichever way the size moves: a
-        // failed write may have left one past the old end too.
+        let fail = |e| pageio::Error::backend(PageOp::Truncate, None, e);
+        let old = self.num_pages_now();
+        let cut_from = old.min(num_pages);
+        if num_pages < old {
+            self.record_size(num_pages).map_err(fail)?;
+            self.size.lock().num_pages = num_pages;
+        }
+        // Every page object at or past the smaller end goes: a failed write may have left one
+        // past the old end too.
         let cut: Vec<u64> = self
             .list_pages()
-            .map_err(|e| pageio::Error::backend(PageOp::Truncate, None, e))?
+            .map_err(fail)?
             .into_iter()
-            .filter(|&no| no >= num_pages)
+            .filter(|&no| no >= cut_from)
             .collect();
-        if !cut.is_empty() {
-            let store = Arc::clone(&self.store);
-            let paths: Vec<Path> = cut.iter().map(|&no| self.page_path(no)).collect();
-            let task_paths = paths.clone();
-            let concurrency = self.uploader.config().max_concurrency;
-            let retry = self.uploader.config().retry.clone();
-            self.run_with_retries("ObjectPageIo::truncate", retry, move |attempt| {
-                let store = Arc::clone(&store);
-                let paths = task_paths.clone();
-                async move {
-                    futures::stream::iter(paths)
-                        .map(|path| {
-                            let store = Arc::clone(&store);
-                            async move {
-                                match store.delete(&path).await {
-                                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                                    Err(source) => {
-                                        Err(store_error(Op::Delete, &path, attempt, source))
-                                    }
-                                }
-                            }
-                        })
-                        .buffer_unordered(concurrency)
-                        .try_for_each(|()| futures::future::ready(Ok(())))
-                        .await
-                }
-            })
-            .map_err(|e| pageio::Error::backend(PageOp::Truncate, None, e))?;
-            for path in &paths {
-                self.downloader.forget_in_flight(path);
-            }
-        }
-        let mut size = self.size.lock();
-        size.num_pages = num_pages;
-        size.unrecorded = true;
-        size.version += 1;
+        self.delete_pages(&cut).map_err(fail)?;
+        self.size.lock().num_pages = num_pages;
         Ok(())
     }
 }
@@ -869,11 +899,21 @@ mod tests {
         io.read_page(5, &mut buf).unwrap();
         assert_eq!(buf, vec![0; 512], "cut by the truncate");
 
-        // Unsynced writes past the recorded size still count: the LIST finds them.
+        // An unsynced write past the recorded size is lost at a reopen (as a crash may lose
+        // it), and its object is deleted, so that it cannot reappear inside the device later.
         io.write_page(20, &[2; 512]).unwrap();
         drop(io);
+        let io = ObjectPageIo::new(Arc::clone(&store), "db/pages", 512, config()).unwrap();
+        assert_eq!(io.num_pages().unwrap(), 3);
+        io.truncate(21).unwrap();
+        io.read_page(20, &mut buf).unwrap();
+        assert_eq!(buf, vec![0; 512], "the leftover object is gone");
+        // A synced write past the end is recorded.
+        io.write_page(30, &[3; 512]).unwrap();
+        io.sync().unwrap();
+        drop(io);
         let io = ObjectPageIo::new(store, "db/pages", 512, config()).unwrap();
-        assert_eq!(io.num_pages().unwrap(), 21);
+        assert_eq!(io.num_pages().unwrap(), 31);
         // Another prefix is another device.
         let other = ObjectPageIo::new(io.store.clone(), "db/pages2", 512, config()).unwrap();
         assert_eq!(other.num_pages().unwrap(), 0);
