@@ -8,7 +8,8 @@
 //! guess. Only a successful commit *acknowledges* the state.
 //!
 //! Faults come as rules on the backend: a page write or read fails, a write is torn, a sync
-//! fails, or the device dies after some more writes (a crash point, armed before commits).
+//! fails — and, as Linux's `fsync` may, loses a random subset of the writes since the last good
+//! sync — or the device dies after some more writes (a crash point, armed before commits).
 //! Any failure, and a timer now and then, leads to a power cut: the file is dropped as it is,
 //! the backend keeps a random subset of the unsynced writes (torn ones included) and drops the
 //! rest, and the file is opened again. It must then hold exactly the acknowledged state, or
@@ -246,8 +247,9 @@ impl Worker {
     }
 
     /// A commit (`flush`, or `compact`, which commits the state as it is): sometimes with a
-    /// crash point armed. A failed commit is tried once more half of the time, as the docs
-    /// allow; else the power goes.
+    /// crash point armed. A failed commit is tried once more half of the time: the docs allow
+    /// it after a failed write, and after a failed sync the file must refuse it (a retry that
+    /// "succeeds" there may commit writes the sync lost, and is a problem). Else the power goes.
     fn commit(
         &mut self,
         file: &mut FileBlock,
@@ -257,11 +259,32 @@ impl Worker {
             self.io.inner.crash_after_writes(self.rng.below(40));
         }
         let mut result = commit(file);
-        if result.is_err() {
+        if let Err(err) = &result {
             self.pending = Some(self.work.clone());
+            let sync_failed = matches!(
+                err.backend(),
+                Some(
+                    pageio::Error::Injected {
+                        op: pageio::Op::Sync,
+                        ..
+                    } | pageio::Error::Crashed {
+                        op: pageio::Op::Sync
+                    }
+                )
+            );
             if !self.io.inner.is_crashed() && self.rng.chance(0.5) {
                 self.io.tally.op();
                 result = commit(file);
+                if sync_failed && result.is_ok() {
+                    self.io.tally.problem(
+                        Kind::Lost,
+                        format!(
+                            "{}: a commit retried after a failed sync succeeded; the sync may \
+                             have lost writes it then claimed",
+                            self.name
+                        ),
+                    );
+                }
             }
         }
         result?;
@@ -420,7 +443,9 @@ pub fn run(
     let fd = FdPageIo::create(&path, PAGE_SIZE)
         .with_context(|| format!("creating {}", path.display()))?;
     let io = Arc::new(Counted {
-        inner: Arc::new(FaultyPageIo::new(fd)),
+        // A failed sync loses a random subset of the unsynced writes (the default, as Linux's
+        // fsync may), picked from the soak's seed.
+        inner: Arc::new(FaultyPageIo::new(fd).with_seed(seed ^ (0xF5_0000 + index))),
         tally: Arc::clone(tally),
         trouble: AtomicU64::new(0),
     });
@@ -478,13 +503,15 @@ pub fn run(
     }
     drop(worker.crash_and_reopen(file)?);
     println!(
-        "soak: {}: {} crashes, {} blocks ({} bytes) acknowledged at the end, {} page writes, {} syncs",
+        "soak: {}: {} crashes, {} blocks ({} bytes) acknowledged at the end, {} page writes, \
+         {} syncs, {} unsynced writes lost by failed syncs",
         worker.name,
         crashes + 2,
         worker.acked.len(),
         model_bytes(&worker.acked),
         worker.io.inner.counts().writes,
         worker.io.inner.counts().syncs,
+        worker.io.inner.counts().discarded,
     );
     Ok(())
 }
