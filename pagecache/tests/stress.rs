@@ -441,3 +441,63 @@ fn concurrent_misses_read_the_backend_once() {
         }
     }
 }
+
+/// Overwrite pins racing readers and eviction: threads pin pages with `get_for_overwrite` and
+/// write whole patterns half of the time (else drop the pin unwritten), while others `get` and
+/// read. Every page read holds a whole pattern of that page, never the zero fill of an
+/// overwrite pin nobody wrote, and the final contents are the last write of each page.
+#[test]
+fn unwritten_overwrite_pins_never_show_zeros() {
+    const PAGES: u64 = 8;
+    const WRITERS: u64 = 2;
+    const READERS: u64 = 2;
+    const ROUNDS: u64 = 4000;
+    let mem = Arc::new(MemPageIo::new(PAGE_SIZE).expect("valid page size"));
+    for no in 0..PAGES {
+        mem.write_page(no, &pattern(1, no)).expect("write");
+    }
+    let io: Arc<dyn PageIo> = mem.clone();
+    let cache = PageCache::new(io, CacheConfig::default().with_capacity(3)).expect("config");
+    let last: Vec<Mutex<u64>> = (0..PAGES).map(|_| Mutex::new(1)).collect();
+    thread::scope(|s| {
+        for t in 0..WRITERS {
+            let (cache, last) = (&cache, &last);
+            s.spawn(move || {
+                let mut rng = Rng::new(0x0ee1 + t);
+                for seq in 0..ROUNDS {
+                    let no = rng.below(PAGES);
+                    let pin = cache.get_for_overwrite(no).expect("overwrite");
+                    if rng.chance(50) {
+                        // The lock orders the write and the record of it, per page.
+                        let mut newest = last[no as usize].lock().expect("lock");
+                        let tag = write_tag(t, seq);
+                        pin.write().copy_from_slice(&pattern(tag, no));
+                        *newest = tag;
+                    }
+                }
+            });
+        }
+        for t in 0..READERS {
+            let cache = &cache;
+            s.spawn(move || {
+                let mut rng = Rng::new(0x4ead + t);
+                for _ in 0..ROUNDS {
+                    let no = rng.below(PAGES);
+                    let pin = cache.get(no).expect("get");
+                    let page = pin.read();
+                    let tag = common::tag_of(&page);
+                    assert_ne!(
+                        tag, 0,
+                        "page {no} read as the zero fill of an overwrite pin"
+                    );
+                    assert_page(&page, tag, no, "a concurrent read");
+                }
+            });
+        }
+    });
+    cache.flush().expect("flush");
+    for no in 0..PAGES {
+        let want = *last[no as usize].lock().expect("lock");
+        assert_page(&read_backend(mem.as_ref(), no), want, no, "after the flush");
+    }
+}
