@@ -11,6 +11,11 @@
 //! - `FaultyPageIo` (feature `test-utils`): a wrapper that injects errors, short writes and
 //!   crashes that drop unsynced writes.
 //!
+//! Every [`Error`] has a [`kind`](Error::kind), an [`ErrorKind`] that says what the caller can
+//! do about it: retry ([`Transient`](ErrorKind::Transient), [`TimedOut`](ErrorKind::TimedOut)),
+//! reopen ([`Unavailable`](ErrorKind::Unavailable)), or give up
+//! ([`Corrupt`](ErrorKind::Corrupt), [`InvalidInput`](ErrorKind::InvalidInput), ...).
+//!
 //! A custom backend implements [`PageIo`] with the help of [`check_page_size`],
 //! [`check_buffer`] / [`check_buffers`] and [`page_offset`] / [`byte_len`], and checks itself
 //! against the contract with `conformance::run_all` (feature `test-utils`); the crate's
@@ -38,7 +43,7 @@
 
 use std::fmt;
 
-pub use error::{Error, Op, Result};
+pub use error::{Error, ErrorKind, Op, Result};
 #[cfg(feature = "test-utils")]
 pub use faulty::{Fault, FaultyPageIo, OpCounts};
 pub use fd::FdPageIo;

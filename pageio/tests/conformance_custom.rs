@@ -5,7 +5,7 @@
 mod custom_backend;
 
 use custom_backend::{ChecksumMismatch, ChecksumPageIo};
-use pageio::{Error, Op, PageIo, conformance};
+use pageio::{Error, ErrorKind, Op, PageIo, conformance};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -33,6 +33,7 @@ fn damaged_page_is_an_error_naming_the_page() -> TestResult {
         Err(Error::Backend {
             op: Op::Read,
             page: Some(3),
+            kind: ErrorKind::Corrupt,
             source,
         }) => {
             let mismatch = source.downcast_ref::<ChecksumMismatch>();
