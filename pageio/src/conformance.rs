@@ -7,14 +7,17 @@
 //! use pageio::{MemPageIo, conformance};
 //!
 //! // Give the suite a fresh, empty device; it writes, overwrites and truncates pages.
-//! let io = MemPageIo::new(4096)?;
-//! conformance::run_all(&io)?;
+//! conformance::run_all(MemPageIo::new(4096)?)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! [`run_all`] runs every check in [`CHECKS`] in order and returns the first [`Failure`], which
 //! names the check and says what was wrong (and carries the backend's error when one caused
-//! it). A backend that panics fails too: each check runs under `catch_unwind`.
+//! it). A backend that panics fails too: each check runs under `catch_unwind`. So does one that
+//! hangs: each check runs on a thread of its own, and one that has not finished within the time
+//! limit ([`DEFAULT_TIME_LIMIT`], or as set with [`run_all_with`] and a [`RunConfig`]) fails
+//! with its name; its thread is left behind, still holding the backend. That is why
+//! [`run_all`] takes the backend by value (an `Arc<MyBackend>` works too, to keep a handle).
 //!
 //! The checks can also run one at a time, by calling the function of the same name or through
 //! [`Check::run`]. Each one works on pages at and past the device's current end, so they run in
@@ -45,6 +48,9 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use crate::{Error, PageIo, check_page_size};
 
@@ -55,6 +61,7 @@ pub struct Failure {
     check: &'static str,
     message: String,
     error: Option<Error>,
+    timed_out: bool,
 }
 
 impl Failure {
@@ -65,6 +72,7 @@ impl Failure {
             check,
             message: message.into(),
             error: None,
+            timed_out: false,
         }
     }
 
@@ -85,6 +93,13 @@ impl Failure {
     #[must_use]
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+
+    /// Whether the check failed because it did not finish within its time limit (the backend
+    /// hung, deadlocked or was far too slow).
+    #[must_use]
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 }
 
@@ -122,14 +137,53 @@ impl Check {
         self.name
     }
 
-    /// Runs the check on `io`. A panic in the backend (or in the check) is caught and returned
-    /// as a [`Failure`].
+    /// Runs the check on `io`, on the calling thread and without a time limit. A panic in the
+    /// backend (or in the check) is caught and returned as a [`Failure`].
     pub fn run(&self, io: &dyn PageIo) -> Result<(), Failure> {
         match catch_unwind(AssertUnwindSafe(|| (self.func)(io))) {
             Ok(result) => result,
             Err(payload) => Err(Failure::new(
                 self.name,
                 format!("panicked: {}", panic_message(payload.as_ref())),
+            )),
+        }
+    }
+
+    /// Runs the check on `io` on a thread of its own, as [`run`](Self::run) does, and fails it
+    /// (with [`Failure::timed_out`]) if it has not finished within `limit`. The thread of a
+    /// check that timed out is left running with its handle on `io`: nothing can stop a call
+    /// stuck inside the backend.
+    pub fn run_with_time_limit(&self, io: Arc<dyn PageIo>, limit: Duration) -> Result<(), Failure> {
+        let (done, result) = mpsc::sync_channel(1);
+        let check = *self;
+        let spawned = std::thread::Builder::new()
+            .name(format!("conformance::{}", self.name))
+            .spawn(move || {
+                // The receiver is gone only after a time-out, when nobody wants the result.
+                let _ = done.send(check.run(&*io));
+            });
+        if let Err(e) = spawned {
+            return Err(Failure::new(
+                self.name,
+                format!("could not start a thread to run the check on: {e}"),
+            ));
+        }
+        match result.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(Failure {
+                check: self.name,
+                message: format!(
+                    "did not finish within its time limit of {limit:?}: a backend call hangs, \
+                     deadlocks or is far too slow (the check's thread is left running)"
+                ),
+                error: None,
+                timed_out: true,
+            }),
+            // `run` catches panics, so the sender is dropped unsent only if the thread died some
+            // other way.
+            Err(RecvTimeoutError::Disconnected) => Err(Failure::new(
+                self.name,
+                "the check's thread ended without a result",
             )),
         }
     }
@@ -163,10 +217,65 @@ checks![
     truncate,
 ];
 
+/// How long a check may run in [`run_all`] before it fails as hung: a minute. Every check takes
+/// milliseconds to a few seconds even on a slow backend.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_mins(1);
+
+/// How [`run_all_with`] runs the checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    time_limit: Option<Duration>,
+}
+
+impl Default for RunConfig {
+    /// Each check on a thread of its own, with [`DEFAULT_TIME_LIMIT`].
+    fn default() -> Self {
+        Self {
+            time_limit: Some(DEFAULT_TIME_LIMIT),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Fails a check that has not finished within `limit` (see
+    /// [`Check::run_with_time_limit`]).
+    #[must_use]
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Runs every check on the calling thread, without a time limit: a backend that hangs then
+    /// hangs the caller. For a backend whose behaviour depends on the thread that calls it
+    /// (one that detects an async runtime on the calling thread, say), so that it is checked
+    /// where it will be used.
+    #[must_use]
+    pub fn without_time_limit(mut self) -> Self {
+        self.time_limit = None;
+        self
+    }
+
+    /// The time limit of each check, or `None` when the checks run on the calling thread.
+    #[must_use]
+    pub fn time_limit(&self) -> Option<Duration> {
+        self.time_limit
+    }
+}
+
 /// Runs every check in [`CHECKS`] on `io`, which must be a fresh, empty backend, and returns
-/// the first failure.
-pub fn run_all(io: &dyn PageIo) -> Result<(), Failure> {
-    CHECKS.iter().try_for_each(|check| check.run(io))
+/// the first failure. Each check runs on a thread of its own with [`DEFAULT_TIME_LIMIT`]; see
+/// [`run_all_with`] for other settings.
+pub fn run_all(io: impl PageIo) -> Result<(), Failure> {
+    run_all_with(io, &RunConfig::default())
+}
+
+/// [`run_all`] with the settings in `config`.
+pub fn run_all_with(io: impl PageIo, config: &RunConfig) -> Result<(), Failure> {
+    let io: Arc<dyn PageIo> = Arc::new(io);
+    CHECKS.iter().try_for_each(|check| match config.time_limit {
+        Some(limit) => check.run_with_time_limit(Arc::clone(&io), limit),
+        None => check.run(&*io),
+    })
 }
 
 /// [`page_size`](PageIo::page_size) is a power of two from
@@ -700,6 +809,7 @@ impl<'a> Ctx<'a> {
             check: self.check,
             message: message.into(),
             error: Some(error),
+            timed_out: false,
         }
     }
 

@@ -152,7 +152,7 @@ impl PageIo for Broken {
 }
 
 fn failed_check(bug: Bug) -> String {
-    match conformance::run_all(&Broken::new(bug)) {
+    match conformance::run_all(Broken::new(bug)) {
         Ok(()) => format!("{bug:?} passed the suite"),
         Err(failure) => {
             // The report must be usable on its own.
@@ -180,7 +180,7 @@ fn accepting_long_buffers_is_caught() {
 
 #[test]
 fn panicking_on_a_bad_buffer_is_caught() {
-    let failure = conformance::run_all(&Broken::new(Bug::PanicsOnBadBuffer)).unwrap_err();
+    let failure = conformance::run_all(Broken::new(Bug::PanicsOnBadBuffer)).unwrap_err();
     assert_eq!(failure.check(), "wrong_buffer_sizes");
     assert!(failure.message().starts_with("panicked"), "{failure}");
 }

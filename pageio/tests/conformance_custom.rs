@@ -12,7 +12,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 #[test]
 fn example_backend_passes() -> TestResult {
     for page_size in [512, 4096] {
-        conformance::run_all(&ChecksumPageIo::new(page_size)?)?;
+        conformance::run_all(ChecksumPageIo::new(page_size)?)?;
     }
     Ok(())
 }
