@@ -6,6 +6,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
@@ -19,9 +20,18 @@ const MAX_IOVECS: usize = 1024;
 /// `n * page_size`.
 ///
 /// Reads and writes are positioned (`pread`/`pwrite`, and `preadv`/`pwritev` for runs of
-/// consecutive pages in a batch), so one `FdPageIo` is shared by many threads without a lock.
-/// Short transfers and `EINTR` are retried until the whole page is moved.
+/// consecutive pages in a batch), so one `FdPageIo` is shared by many threads. Short transfers
+/// and `EINTR` are retried until the whole page is moved.
 ///
+/// - Every page is read and written whole: a read that races a write of the same page sees all
+///   of the old page or all of the new one, and two writes racing on a page leave one of them.
+///   Linux does not promise that for buffered `pread`/`pwrite` (a read does not take the
+///   inode's lock, and a page spans several page-cache folios), so the pages are spread over
+///   64 reader-writer locks (page `n` on lock `n % 64`), each held only for the system call
+///   that moves the page: shared by reads, exclusive by writes; a batch takes the locks of a
+///   run's pages in ascending order, and [`truncate`](PageIo::truncate) takes all of them. An
+///   uncontended lock costs a few atomic operations, far less than the copy of a page.
+///   Descriptors and processes that write the file behind this `FdPageIo` are not covered.
 /// - A page past the end of the file, or the missing tail of a last partial page, reads as
 ///   zeros. So does a page whose byte offset no file can reach.
 /// - [`num_pages`](PageIo::num_pages) is the file's length rounded up to whole pages.
@@ -50,10 +60,37 @@ const MAX_IOVECS: usize = 1024;
 /// assert_eq!(buf, [9u8; 4096]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug)]
 pub struct FdPageIo {
     fd: OwnedFd,
     page_size: usize,
+    /// `stripes[n % STRIPES]` guards the bytes of page `n` in the file: held shared while a
+    /// read moves them and exclusive while a write does, across that one system call (the lock
+    /// exists to make it atomic), never across a sync.
+    stripes: Box<[Stripe; STRIPES]>,
+}
+
+/// How many locks the pages are spread over: one bit each in a `u64` set of stripes.
+const STRIPES: usize = 64;
+
+/// One page lock, on cache lines of its own so that threads on different stripes do not
+/// contend for a line (128 bytes: x86's prefetcher pulls cache lines in pairs).
+#[derive(Default)]
+#[repr(align(128))]
+struct Stripe(RwLock<()>);
+
+/// The set of stripes (bit `i` for stripe `i`) that the `count` pages from page `first` use.
+fn stripe_set(first: u64, count: usize) -> u64 {
+    if count >= STRIPES {
+        u64::MAX
+    } else {
+        ((1u64 << count) - 1).rotate_left((first % STRIPES as u64) as u32)
+    }
+}
+
+/// The stripes in `set`, in ascending order: every caller that holds several takes them in
+/// this one order, so no two can wait on each other.
+fn stripes_in(set: u64) -> impl Iterator<Item = usize> {
+    (0..STRIPES).filter(move |&i| set >> i & 1 == 1)
 }
 
 impl FdPageIo {
@@ -139,7 +176,30 @@ impl FdPageIo {
     pub fn from_fd(fd: OwnedFd, page_size: usize) -> Result<Self> {
         check_page_size(page_size)?;
         Self::check_fd(fd.as_fd()).map_err(|source| Error::io(Op::Open, None, source))?;
-        Ok(Self { fd, page_size })
+        Ok(Self::new(fd, page_size))
+    }
+
+    fn new(fd: OwnedFd, page_size: usize) -> Self {
+        Self {
+            fd,
+            page_size,
+            stripes: Box::new(std::array::from_fn(|_| Stripe::default())),
+        }
+    }
+
+    /// Takes the stripes in `set` shared, in ascending order.
+    fn read_locks(&self, set: u64) -> Vec<RwLockReadGuard<'_, ()>> {
+        stripes_in(set).map(|i| self.stripes[i].0.read()).collect()
+    }
+
+    /// Takes the stripes in `set` exclusive, in ascending order.
+    fn write_locks(&self, set: u64) -> Vec<RwLockWriteGuard<'_, ()>> {
+        stripes_in(set).map(|i| self.stripes[i].0.write()).collect()
+    }
+
+    /// The stripe of page `no`.
+    fn stripe(&self, no: u64) -> &RwLock<()> {
+        &self.stripes[(no % STRIPES as u64) as usize].0
     }
 
     fn read_write() -> OpenOptions {
@@ -152,7 +212,7 @@ impl FdPageIo {
         let with_path = |source| path_error("", path, source);
         let fd = OwnedFd::from(options.open(path).map_err(with_path)?);
         Self::check_fd(fd.as_fd()).map_err(with_path)?;
-        Ok(Self { fd, page_size })
+        Ok(Self::new(fd, page_size))
     }
 
     /// Makes the file, just created (or emptied) at `path`, durable by name: fsyncs the file,
@@ -283,6 +343,15 @@ impl FdPageIo {
     }
 }
 
+impl fmt::Debug for FdPageIo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FdPageIo")
+            .field("fd", &self.fd)
+            .field("page_size", &self.page_size)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AsFd for FdPageIo {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -297,7 +366,10 @@ impl PageIo for FdPageIo {
     fn read_page(&self, no: u64, buf: &mut [u8]) -> Result<()> {
         check_buffer(no, self.page_size, buf.len())?;
         match page_offset(no, self.page_size) {
-            Ok(offset) => self.read_run(no, offset, &mut [IoSliceMut::new(buf)]),
+            Ok(offset) => {
+                let _shared = self.stripe(no).read();
+                self.read_run(no, offset, &mut [IoSliceMut::new(buf)])
+            }
             Err(Error::OutOfRange { .. }) => {
                 // No file reaches this far, so the page is past the end.
                 buf.fill(0);
@@ -310,6 +382,7 @@ impl PageIo for FdPageIo {
     fn write_page(&self, no: u64, buf: &[u8]) -> Result<()> {
         check_buffer(no, self.page_size, buf.len())?;
         let offset = page_offset(no, self.page_size)?;
+        let _exclusive = self.stripe(no).write();
         self.write_run(no, offset, &mut [IoSlice::new(buf)])
     }
 
@@ -342,6 +415,7 @@ impl PageIo for FdPageIo {
                     }
                     continue;
                 };
+                let _shared = self.read_locks(stripe_set(first, chunk.len()));
                 let mut bufs: Vec<IoSliceMut<'_>> = chunk
                     .iter_mut()
                     .map(|(_, buf)| IoSliceMut::new(buf))
@@ -368,6 +442,7 @@ impl PageIo for FdPageIo {
                 let offset = page_offset(first, self.page_size)?;
                 let mut bufs: Vec<IoSlice<'_>> =
                     chunk.iter().map(|(_, buf)| IoSlice::new(buf)).collect();
+                let _exclusive = self.write_locks(stripe_set(first, chunk.len()));
                 self.write_run(first, offset, &mut bufs)?;
             }
         }
@@ -375,9 +450,11 @@ impl PageIo for FdPageIo {
     }
 
     /// Sets the file's length to `num_pages * page_size`. Growing leaves a hole that reads as
-    /// zeros; the new length is durable after [`sync`](PageIo::sync).
+    /// zeros; the new length is durable after [`sync`](PageIo::sync). Every stripe is held
+    /// meanwhile, so no read sees a page half cut off.
     fn truncate(&self, num_pages: u64) -> Result<()> {
         let len = crate::byte_len(num_pages, self.page_size)?;
+        let _exclusive = self.write_locks(u64::MAX);
         retry(|| rustix::fs::ftruncate(&self.fd, len))
             .map_err(|e| Error::io(Op::Truncate, None, e.into()))
     }
@@ -540,6 +617,19 @@ mod tests {
         }
         assert_eq!(take_synced(), []);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_run_of_pages_takes_the_stripes_of_its_pages_in_ascending_order() {
+        let stripes = |first, count| stripes_in(stripe_set(first, count)).collect::<Vec<_>>();
+        assert_eq!(stripes(5, 1), [5]);
+        assert_eq!(stripes(64 * 7 + 5, 3), [5, 6, 7]);
+        // A run across a multiple of 64 wraps around; the order stays ascending.
+        assert_eq!(stripes(62, 4), [0, 1, 62, 63]);
+        assert_eq!(stripes(u64::MAX, 2), [0, 63]);
+        assert_eq!(stripes(3, STRIPES), (0..STRIPES).collect::<Vec<_>>());
+        assert_eq!(stripes(3, MAX_IOVECS), (0..STRIPES).collect::<Vec<_>>());
+        assert_eq!(stripes(9, 0), [] as [usize; 0]);
     }
 
     #[test]
