@@ -92,8 +92,11 @@ pub const MAX_PAGE_SIZE: usize = 1 << 20;
 /// - **Failure.** A write that returns an error may have written any prefix of the page, or
 ///   nothing. A failed batch may have written any subset of its pages. Errors are returned, never
 ///   turned into panics, and the backend stays usable for later calls.
-/// - **Threads.** All methods take `&self` and may be called concurrently. Concurrent writes to
-///   the *same* page leave one of them; writes to different pages do not interfere.
+/// - **Threads.** All methods take `&self` and may be called concurrently. A page is read and
+///   written whole: concurrent writes to the *same* page leave one of them, never a mix, and a
+///   read racing a write of a page sees all of the page before it or all of the write (in a
+///   batch, each page is whole; a batch as a whole is not atomic). Writes to different pages do
+///   not interfere.
 ///
 /// Only the five methods without defaults are required. The batch methods have default
 /// implementations that loop over single pages; backends with a cheaper batched or concurrent
