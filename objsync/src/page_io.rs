@@ -773,8 +773,13 @@ mod tests {
         Arc::new(InMemory::new())
     }
 
-    fn conformance(io: &ObjectPageIo) {
-        if let Err(failure) = pageio::conformance::run_all(io) {
+    /// The suite on the calling thread, so the tests inside a runtime check it from there.
+    fn on_this_thread() -> pageio::conformance::RunConfig {
+        pageio::conformance::RunConfig::default().without_time_limit()
+    }
+
+    fn conformance(io: impl pageio::PageIo) {
+        if let Err(failure) = pageio::conformance::run_all_with(io, &on_this_thread()) {
             let mut chain = vec![failure.to_string()];
             let mut next = std::error::Error::source(&failure);
             while let Some(e) = next {
@@ -787,25 +792,24 @@ mod tests {
 
     #[test]
     fn conformance_from_a_plain_thread() {
-        conformance(&ObjectPageIo::new(mem(), "db/pages", 4096, config()).unwrap());
+        conformance(ObjectPageIo::new(mem(), "db/pages", 4096, config()).unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn conformance_from_a_multi_thread_runtime() {
         let io = ObjectPageIo::new(mem(), "db/pages", 512, config()).unwrap();
-        conformance(&io);
+        conformance(io);
         // And from a worker thread of that runtime, in a task.
         let io = Arc::new(ObjectPageIo::new(mem(), "db/pages", 512, config()).unwrap());
-        let task =
-            tokio::spawn(
-                async move { pageio::conformance::run_all(&*io).map_err(|f| f.to_string()) },
-            );
+        let task = tokio::spawn(async move {
+            pageio::conformance::run_all_with(io, &on_this_thread()).map_err(|f| f.to_string())
+        });
         task.await.unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn conformance_from_a_current_thread_runtime() {
-        conformance(&ObjectPageIo::new(mem(), "db/pages", 1024, config()).unwrap());
+        conformance(ObjectPageIo::new(mem(), "db/pages", 1024, config()).unwrap());
     }
 
     #[test]
@@ -819,7 +823,7 @@ mod tests {
             ObjectPageIo::with_handle(mem(), "p", 4096, config(), runtime.handle().clone())
                 .unwrap(),
         );
-        conformance(&io);
+        conformance(Arc::clone(&io));
         // Called from tasks of the very runtime that runs its requests, on both workers at
         // once: `block_in_place` keeps that from starving the requests.
         let calls: Vec<_> = (0..4u64)
@@ -973,8 +977,8 @@ mod tests {
                 .with_error_rate(0.1)
                 .with_lost_ack_rate(0.1),
         ));
-        let io = ObjectPageIo::new(store.clone(), "f", 512, config()).unwrap();
-        conformance(&io);
+        let io = Arc::new(ObjectPageIo::new(store.clone(), "f", 512, config()).unwrap());
+        conformance(Arc::clone(&io));
         let counts = store.counts();
         assert!(counts.errors > 0 && counts.lost_acks > 0, "{counts:?}");
         assert!(io.uploader().stats().retries > 0);

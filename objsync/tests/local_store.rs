@@ -65,7 +65,7 @@ async fn uploads_and_downloads_work_without_metadata() {
 fn object_page_io_passes_the_conformance_suite_on_a_local_directory() {
     let dir = tempfile::tempdir().unwrap();
     let io = ObjectPageIo::new(local(&dir), "pages", 4096, ObjectPageIoConfig::default()).unwrap();
-    if let Err(failure) = pageio::conformance::run_all(&io) {
+    if let Err(failure) = pageio::conformance::run_all(io) {
         panic!("on LocalFileSystem: {failure}");
     }
 }

@@ -9,7 +9,9 @@
 //!   [`check_buffers`] for a whole batch);
 //! - refuse pages and sizes no file could hold ([`page_offset`], [`byte_len`]);
 //! - read pages never written as zeros, track the size as highest page + 1;
-//! - wrap its own errors with [`Error::backend`], keeping them as the source.
+//! - wrap its own errors with [`Error::backend_with_kind`], keeping them as the source and saying
+//!   what a caller can do about them (a checksum mismatch is [`ErrorKind::Corrupt`]: a retry
+//!   reads the same damaged bytes).
 //!
 //! Run it with `cargo run -p pageio --example custom_backend --features test-utils`.
 
@@ -18,8 +20,8 @@ use std::fmt;
 use std::sync::{PoisonError, RwLock};
 
 use pageio::{
-    Error, Op, PageIo, Result, byte_len, check_buffer, check_buffers, check_page_size, conformance,
-    page_offset,
+    Error, ErrorKind, Op, PageIo, Result, byte_len, check_buffer, check_buffers, check_page_size,
+    conformance, page_offset,
 };
 
 /// Pages in memory, each stored with a checksum that reads verify.
@@ -99,11 +101,14 @@ impl PageIo for ChecksumPageIo {
         // A poisoned lock still holds whole pages: every update below is one insert or store.
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         match state.pages.get(&no) {
-            Some(stored) if checksum(&stored.data) != stored.checksum => Err(Error::backend(
-                Op::Read,
-                Some(no),
-                ChecksumMismatch { page: no },
-            )),
+            Some(stored) if checksum(&stored.data) != stored.checksum => {
+                Err(Error::backend_with_kind(
+                    Op::Read,
+                    Some(no),
+                    ErrorKind::Corrupt,
+                    ChecksumMismatch { page: no },
+                ))
+            }
             Some(stored) => {
                 buf.copy_from_slice(&stored.data);
                 Ok(())
@@ -179,8 +184,7 @@ impl PageIo for ChecksumPageIo {
 
 /// Runs the conformance suite on a fresh `ChecksumPageIo`, then shows a damaged page caught.
 pub fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let io = ChecksumPageIo::new(4096)?;
-    if let Err(failure) = conformance::run_all(&io) {
+    if let Err(failure) = conformance::run_all(ChecksumPageIo::new(4096)?) {
         eprintln!("ChecksumPageIo fails the conformance suite: {failure}");
         return Err(failure.into());
     }
@@ -189,6 +193,7 @@ pub fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         conformance::CHECKS.len()
     );
 
+    let io = ChecksumPageIo::new(4096)?;
     io.write_page(0, &[42; 4096])?;
     io.damage(0);
     let mut buf = vec![0; 4096];

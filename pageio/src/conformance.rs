@@ -7,21 +7,26 @@
 //! use pageio::{MemPageIo, conformance};
 //!
 //! // Give the suite a fresh, empty device; it writes, overwrites and truncates pages.
-//! let io = MemPageIo::new(4096)?;
-//! conformance::run_all(&io)?;
+//! conformance::run_all(MemPageIo::new(4096)?)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! [`run_all`] runs every check in [`CHECKS`] in order and returns the first [`Failure`], which
 //! names the check and says what was wrong (and carries the backend's error when one caused
-//! it). A backend that panics fails too: each check runs under `catch_unwind`.
+//! it). A backend that panics fails too: each check runs under `catch_unwind`. So does one that
+//! hangs: each check runs on a thread of its own, and one that has not finished within the time
+//! limit ([`DEFAULT_TIME_LIMIT`], or as set with [`run_all_with`] and a [`RunConfig`]) fails
+//! with its name; its thread is left behind, still holding the backend. That is why
+//! [`run_all`] takes the backend by value (an `Arc<MyBackend>` works too, to keep a handle).
 //!
 //! The checks can also run one at a time, by calling the function of the same name or through
 //! [`Check::run`]. Each one works on pages at and past the device's current end, so they run in
 //! any order on one device and leave earlier pages alone; only [`empty_device_reads_zeros`]
-//! needs a fresh device. They are deterministic, use a few pages each (a few dozen for
-//! [`concurrent_threads`]) and a handful of threads, and take milliseconds on an in-memory
-//! backend.
+//! needs a fresh device. They use a few pages each (a few dozen for [`concurrent_threads`]) and
+//! a handful of threads. All but the two thread checks are deterministic and take milliseconds
+//! on an in-memory backend; [`pages_are_atomic`] races threads for up to 4000 rounds (a fraction
+//! of a second in memory, at most about two seconds on a slow backend), since a torn page shows
+//! only when a race lands inside a write.
 //!
 //! What is checked, against the contract on [`PageIo`]:
 //!
@@ -38,6 +43,7 @@
 //! | [`batches_match_single_pages`] | `read_pages` / `write_pages` agree with single pages |
 //! | [`sync_keeps_data`] | `sync` succeeds and changes no page |
 //! | [`concurrent_threads`] | threads see their own pages; racing same-page writes do not mix |
+//! | [`pages_are_atomic`] | a page racing writes and reads is always one whole write, never torn |
 //! | [`truncate`] | cut pages read zeros, also after growing again (skipped if `Unsupported`) |
 //!
 //! Durability across a real crash cannot be checked from inside one process; wrap the backend in
@@ -45,6 +51,10 @@
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use crate::{Error, PageIo, check_page_size};
 
@@ -55,6 +65,7 @@ pub struct Failure {
     check: &'static str,
     message: String,
     error: Option<Error>,
+    timed_out: bool,
 }
 
 impl Failure {
@@ -65,6 +76,7 @@ impl Failure {
             check,
             message: message.into(),
             error: None,
+            timed_out: false,
         }
     }
 
@@ -85,6 +97,13 @@ impl Failure {
     #[must_use]
     pub fn error(&self) -> Option<&Error> {
         self.error.as_ref()
+    }
+
+    /// Whether the check failed because it did not finish within its time limit (the backend
+    /// hung, deadlocked or was far too slow).
+    #[must_use]
+    pub fn timed_out(&self) -> bool {
+        self.timed_out
     }
 }
 
@@ -122,14 +141,53 @@ impl Check {
         self.name
     }
 
-    /// Runs the check on `io`. A panic in the backend (or in the check) is caught and returned
-    /// as a [`Failure`].
+    /// Runs the check on `io`, on the calling thread and without a time limit. A panic in the
+    /// backend (or in the check) is caught and returned as a [`Failure`].
     pub fn run(&self, io: &dyn PageIo) -> Result<(), Failure> {
         match catch_unwind(AssertUnwindSafe(|| (self.func)(io))) {
             Ok(result) => result,
             Err(payload) => Err(Failure::new(
                 self.name,
                 format!("panicked: {}", panic_message(payload.as_ref())),
+            )),
+        }
+    }
+
+    /// Runs the check on `io` on a thread of its own, as [`run`](Self::run) does, and fails it
+    /// (with [`Failure::timed_out`]) if it has not finished within `limit`. The thread of a
+    /// check that timed out is left running with its handle on `io`: nothing can stop a call
+    /// stuck inside the backend.
+    pub fn run_with_time_limit(&self, io: Arc<dyn PageIo>, limit: Duration) -> Result<(), Failure> {
+        let (done, result) = mpsc::sync_channel(1);
+        let check = *self;
+        let spawned = std::thread::Builder::new()
+            .name(format!("conformance::{}", self.name))
+            .spawn(move || {
+                // The receiver is gone only after a time-out, when nobody wants the result.
+                let _ = done.send(check.run(&*io));
+            });
+        if let Err(e) = spawned {
+            return Err(Failure::new(
+                self.name,
+                format!("could not start a thread to run the check on: {e}"),
+            ));
+        }
+        match result.recv_timeout(limit) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => Err(Failure {
+                check: self.name,
+                message: format!(
+                    "did not finish within its time limit of {limit:?}: a backend call hangs, \
+                     deadlocks or is far too slow (the check's thread is left running)"
+                ),
+                error: None,
+                timed_out: true,
+            }),
+            // `run` catches panics, so the sender is dropped unsent only if the thread died some
+            // other way.
+            Err(RecvTimeoutError::Disconnected) => Err(Failure::new(
+                self.name,
+                "the check's thread ended without a result",
             )),
         }
     }
@@ -160,13 +218,69 @@ checks![
     batches_match_single_pages,
     sync_keeps_data,
     concurrent_threads,
+    pages_are_atomic,
     truncate,
 ];
 
+/// How long a check may run in [`run_all`] before it fails as hung: a minute. Every check takes
+/// milliseconds to a few seconds even on a slow backend.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_mins(1);
+
+/// How [`run_all_with`] runs the checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunConfig {
+    time_limit: Option<Duration>,
+}
+
+impl Default for RunConfig {
+    /// Each check on a thread of its own, with [`DEFAULT_TIME_LIMIT`].
+    fn default() -> Self {
+        Self {
+            time_limit: Some(DEFAULT_TIME_LIMIT),
+        }
+    }
+}
+
+impl RunConfig {
+    /// Fails a check that has not finished within `limit` (see
+    /// [`Check::run_with_time_limit`]).
+    #[must_use]
+    pub fn with_time_limit(mut self, limit: Duration) -> Self {
+        self.time_limit = Some(limit);
+        self
+    }
+
+    /// Runs every check on the calling thread, without a time limit: a backend that hangs then
+    /// hangs the caller. For a backend whose behaviour depends on the thread that calls it
+    /// (one that detects an async runtime on the calling thread, say), so that it is checked
+    /// where it will be used.
+    #[must_use]
+    pub fn without_time_limit(mut self) -> Self {
+        self.time_limit = None;
+        self
+    }
+
+    /// The time limit of each check, or `None` when the checks run on the calling thread.
+    #[must_use]
+    pub fn time_limit(&self) -> Option<Duration> {
+        self.time_limit
+    }
+}
+
 /// Runs every check in [`CHECKS`] on `io`, which must be a fresh, empty backend, and returns
-/// the first failure.
-pub fn run_all(io: &dyn PageIo) -> Result<(), Failure> {
-    CHECKS.iter().try_for_each(|check| check.run(io))
+/// the first failure. Each check runs on a thread of its own with [`DEFAULT_TIME_LIMIT`]; see
+/// [`run_all_with`] for other settings.
+pub fn run_all(io: impl PageIo) -> Result<(), Failure> {
+    run_all_with(io, &RunConfig::default())
+}
+
+/// [`run_all`] with the settings in `config`.
+pub fn run_all_with(io: impl PageIo, config: &RunConfig) -> Result<(), Failure> {
+    let io: Arc<dyn PageIo> = Arc::new(io);
+    CHECKS.iter().try_for_each(|check| match config.time_limit {
+        Some(limit) => check.run_with_time_limit(Arc::clone(&io), limit),
+        None => check.run(&*io),
+    })
 }
 
 /// [`page_size`](PageIo::page_size) is a power of two from
@@ -567,20 +681,12 @@ pub fn concurrent_threads(io: &dyn PageIo) -> Result<(), Failure> {
         Ok(())
     };
 
-    let join = |result: std::thread::Result<Result<(), Failure>>| {
-        result.unwrap_or_else(|payload| {
-            Err(c.fail(format!(
-                "a thread panicked: {}",
-                panic_message(payload.as_ref())
-            )))
-        })
-    };
     std::thread::scope(|s| {
         let mut handles: Vec<_> = (0..WRITERS).map(|t| s.spawn(move || writer(t))).collect();
         handles.extend((0..2).map(|_| s.spawn(reader)));
         handles
             .into_iter()
-            .try_for_each(|handle| join(handle.join()))
+            .try_for_each(|handle| c.joined(handle.join()))
     })?;
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..WRITERS)
@@ -588,7 +694,7 @@ pub fn concurrent_threads(io: &dyn PageIo) -> Result<(), Failure> {
             .collect();
         handles
             .into_iter()
-            .try_for_each(|handle| join(handle.join()))
+            .try_for_each(|handle| c.joined(handle.join()))
     })?;
 
     for t in 0..WRITERS {
@@ -605,6 +711,272 @@ pub fn concurrent_threads(io: &dyn PageIo) -> Result<(), Failure> {
         )));
     }
     c.expect_num_pages(shared_page + 1, "after the concurrent writes")
+}
+
+/// Pages are written and read whole under races: two threads writing the same pages at once
+/// (single writes, and batches of two consecutive pages) always leave one of their writes on
+/// each page, never a mix, and a thread reading those pages all the while (single reads and
+/// batches) only ever sees whole pages — the one before, or one of the writes.
+///
+/// A torn page shows only when a read or a second write lands inside the short window of a
+/// write, so the writers start every round together (at a barrier) while the reader spins, for
+/// up to 4000 rounds. A backend whose rounds are slow (a remote store) stops after two
+/// seconds, once 100 rounds have run.
+pub fn pages_are_atomic(io: &dyn PageIo) -> Result<(), Failure> {
+    let c = Ctx::new(io, "pages_are_atomic");
+    let base = c.num_pages("at the start")?;
+    let race = Race::new(&c, [base, base + 1]);
+    for (&no, all) in race.pages.iter().zip(&race.contents) {
+        c.write(no, &all[0])?;
+    }
+    let race = &race;
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..Race::WRITERS)
+            .map(|t| s.spawn(move || race.writer(t)))
+            .collect();
+        let reader = s.spawn(|| race.reader());
+        let mut results: Vec<_> = writers.into_iter().map(|w| c.joined(w.join())).collect();
+        results.push(c.joined(reader.join()));
+        // The first failure found is reported; any other follows from it.
+        results.into_iter().collect::<Result<(), Failure>>()
+    })?;
+    for page in 0..2 {
+        race.expect_whole(page, &c.read(race.pages[page])?, "after the race")?;
+    }
+    c.expect_num_pages(base + 2, "after racing writes to two pages")
+}
+
+/// The shared state of [`pages_are_atomic`].
+struct Race<'c, 'io> {
+    c: &'c Ctx<'io>,
+    /// The two consecutive pages raced on.
+    pages: [u64; 2],
+    /// Every content each page may hold: `[page][0]` is the one written before the race,
+    /// `[page][1 + t * VERSIONS + v]` writer `t`'s version `v`.
+    contents: Vec<Vec<Vec<u8>>>,
+    /// Passed three times a round by both writers: to start their writes together, once both
+    /// have written (the leader then checks the pages and decides whether to go on), and once
+    /// the decision is made, so both act on the same one.
+    barrier: SpinBarrier,
+    /// Set by whichever thread fails, and by the leader when enough rounds have run; the reader
+    /// spins until it is set.
+    stop: AtomicBool,
+    /// Whether the writers leave after this round: stored only by the leader between the
+    /// second and third barrier of a round, loaded by both after the third.
+    last_round: AtomicBool,
+    began: Instant,
+}
+
+impl<'c, 'io> Race<'c, 'io> {
+    const WRITERS: u64 = 2;
+    const VERSIONS: u64 = 4;
+    const MAX_ROUNDS: u64 = 4000;
+    const MIN_ROUNDS: u64 = 100;
+    const BUDGET: Duration = Duration::from_secs(2);
+
+    fn new(c: &'c Ctx<'io>, pages: [u64; 2]) -> Self {
+        let contents = pages
+            .iter()
+            .map(|&no| {
+                (0..=Self::WRITERS * Self::VERSIONS)
+                    .map(|k| c.pattern(no, 1000 + k))
+                    .collect()
+            })
+            .collect();
+        Self {
+            c,
+            pages,
+            contents,
+            barrier: SpinBarrier::new(Self::WRITERS as usize),
+            stop: AtomicBool::new(false),
+            last_round: AtomicBool::new(false),
+            began: Instant::now(),
+        }
+    }
+
+    /// Checks that `got`, read from page `pages[page]`, is one whole write.
+    fn expect_whole(&self, page: usize, got: &[u8], when: &str) -> Result<(), Failure> {
+        let contents = &self.contents[page];
+        if contents.iter().any(|one| one.as_slice() == got) {
+            return Ok(());
+        }
+        Err(self.c.fail(format!(
+            "page {} {when} is not any one write: {}",
+            self.pages[page],
+            torn(got, contents)
+        )))
+    }
+
+    /// Runs `step`, turning a panic into a failure (a writer that unwound would leave the
+    /// other waiting at the barrier for ever), and records a failure so that every thread
+    /// stops soon.
+    fn stopping(&self, step: impl FnOnce() -> Result<(), Failure>) -> Result<(), Failure> {
+        let result = catch_unwind(AssertUnwindSafe(step)).unwrap_or_else(|payload| {
+            Err(self
+                .c
+                .fail(format!("panicked: {}", panic_message(payload.as_ref()))))
+        });
+        if result.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Writer `t`'s write of round `round`: one of its versions of one page, or of both pages
+    /// in one batch every fourth round.
+    fn write(&self, t: u64, round: u64) -> Result<(), Failure> {
+        let v = (1 + t * Self::VERSIONS + (round + t) % Self::VERSIONS) as usize;
+        if round % 4 == 3 {
+            let batch = [
+                (self.pages[0], self.contents[0][v].as_slice()),
+                (self.pages[1], self.contents[1][v].as_slice()),
+            ];
+            let result = self.c.io.write_pages(&batch);
+            self.c.call("write_pages racing another writer", result)
+        } else {
+            let page = (round / 4 % 2) as usize;
+            self.c.write(self.pages[page], &self.contents[page][v])
+        }
+    }
+
+    fn writer(&self, t: u64) -> Result<(), Failure> {
+        let mut result = Ok(());
+        for round in 0.. {
+            self.barrier.wait();
+            // Once a writer has failed it only keeps step, so the other is not left waiting.
+            if result.is_ok() {
+                result = self.stopping(|| self.write(t, round));
+            }
+            if self.barrier.wait() {
+                if result.is_ok() {
+                    // Both writers are between rounds: what they left must be whole.
+                    let when = format!("after two threads wrote it at once (round {round})");
+                    result = self.stopping(|| {
+                        (0..2).try_for_each(|page| {
+                            self.expect_whole(page, &self.c.read(self.pages[page])?, &when)
+                        })
+                    });
+                }
+                let rounds = round + 1;
+                if rounds >= Self::MAX_ROUNDS
+                    || (rounds >= Self::MIN_ROUNDS && self.began.elapsed() >= Self::BUDGET)
+                {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                self.last_round
+                    .store(self.stop.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            self.barrier.wait();
+            if self.last_round.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        result
+    }
+
+    /// Reads the two pages, one at a time and in batches, until the writers are done.
+    fn reader(&self) -> Result<(), Failure> {
+        let c = self.c;
+        let mut single = vec![JUNK; c.page_size];
+        let mut pair = [vec![JUNK; c.page_size], vec![JUNK; c.page_size]];
+        let mut reads = 0u64;
+        let mut one_read = || -> Result<(), Failure> {
+            reads += 1;
+            if reads.is_multiple_of(4) {
+                let [first, second] = &mut pair;
+                let mut batch = [
+                    (self.pages[0], first.as_mut_slice()),
+                    (self.pages[1], second.as_mut_slice()),
+                ];
+                c.call(
+                    "read_pages while two threads write",
+                    c.io.read_pages(&mut batch),
+                )?;
+                (0..2).try_for_each(|page| {
+                    self.expect_whole(page, &pair[page], "read by read_pages during the race")
+                })
+            } else {
+                let page = (reads % 2) as usize;
+                let no = self.pages[page];
+                c.call(
+                    &format!("read_page({no}) while two threads write"),
+                    c.io.read_page(no, &mut single),
+                )?;
+                self.expect_whole(page, &single, "read during the race")
+            }
+        };
+        while !self.stop.load(Ordering::Relaxed) {
+            self.stopping(&mut one_read)?;
+        }
+        Ok(())
+    }
+}
+
+/// A barrier whose waiters spin for a few microseconds before they sleep, so that when they have
+/// CPUs they leave it within nanoseconds of each other (a futex wake-up takes longer than the
+/// write whose window they are meant to hit together), and when they do not they give the CPU
+/// away soon.
+struct SpinBarrier {
+    threads: usize,
+    /// Bumped by the last thread to arrive, which releases the others. Stored with `sleepers`
+    /// locked, so that a sleeper that saw the old value cannot miss the wake-up.
+    generation: AtomicUsize,
+    /// How many threads have arrived in the current generation.
+    arrived: AtomicUsize,
+    /// Guards nothing but the sleep: held to check `generation` before waiting on `wake`.
+    sleepers: std::sync::Mutex<()>,
+    wake: std::sync::Condvar,
+}
+
+impl SpinBarrier {
+    /// How long a waiter spins before it sleeps.
+    const SPIN: Duration = Duration::from_micros(10);
+
+    fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            generation: AtomicUsize::new(0),
+            arrived: AtomicUsize::new(0),
+            sleepers: std::sync::Mutex::new(()),
+            wake: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Waits until all threads have called this; returns `true` in exactly one of them (the
+    /// last to arrive).
+    fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Relaxed);
+            let _sleepers = self.lock();
+            self.generation.fetch_add(1, Ordering::Release);
+            self.wake.notify_all();
+            return true;
+        }
+        let released = || self.generation.load(Ordering::Acquire) != generation;
+        let spin_until = Instant::now() + Self::SPIN;
+        while !released() {
+            if Instant::now() >= spin_until {
+                let mut sleepers = self.lock();
+                while !released() {
+                    sleepers = self
+                        .wake
+                        .wait(sleepers)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The mutex guards no data, so a poisoned one is as good as any.
+        self.sleepers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Shrinking with [`truncate`](PageIo::truncate) sets the size and makes the cut pages read as
@@ -700,7 +1072,18 @@ impl<'a> Ctx<'a> {
             check: self.check,
             message: message.into(),
             error: Some(error),
+            timed_out: false,
         }
+    }
+
+    /// The result of a thread of this check, with a panic turned into a failure.
+    fn joined(&self, result: std::thread::Result<Result<(), Failure>>) -> Result<(), Failure> {
+        result.unwrap_or_else(|payload| {
+            Err(self.fail(format!(
+                "a thread panicked: {}",
+                panic_message(payload.as_ref())
+            )))
+        })
     }
 
     /// Turns an unexpected error from `what` into a failure.
@@ -808,6 +1191,39 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// Says how `got`, a page that matches none of `candidates`, is made up: the longest run of it
+/// that one candidate explains from the start, and whether another explains the rest.
+fn torn(got: &[u8], candidates: &[Vec<u8>]) -> String {
+    let prefix = |one: &Vec<u8>| got.iter().zip(one).take_while(|(g, w)| g == w).count();
+    let Some((index, len)) = candidates
+        .iter()
+        .map(prefix)
+        .enumerate()
+        .max_by_key(|&(_, len)| len)
+    else {
+        return "there is no write to compare it with".to_owned();
+    };
+    if len == 0 {
+        return format!(
+            "it is none of the writes from its first byte on (against the page before the race, \
+             {})",
+            mismatch(got, &candidates[0])
+        );
+    }
+    let rest = candidates
+        .iter()
+        .position(|one| got.get(len..) == one.get(len..))
+        .map_or_else(
+            || "the rest matches no single write either".to_owned(),
+            |other| format!("the rest is write #{other}'s"),
+        );
+    format!(
+        "a torn page: bytes 0..{len} of {} are write #{index}'s, {rest} (#0 is the page before \
+         the race)",
+        got.len()
+    )
+}
+
 /// Says how a page read differs from what was expected.
 fn mismatch(got: &[u8], want: &[u8]) -> String {
     let Some(at) = got.iter().zip(want).position(|(g, w)| g != w) else {
@@ -835,5 +1251,37 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "(a non-string panic payload)".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_page_is_described_by_where_it_tears() {
+        let old = vec![1u8; 8];
+        let new = vec![2u8; 8];
+        let candidates = [old.clone(), new.clone()];
+        let mut half = old.clone();
+        half[4..].copy_from_slice(&new[4..]);
+        assert_eq!(
+            torn(&half, &candidates),
+            "a torn page: bytes 0..4 of 8 are write #0's, the rest is write #1's (#0 is the page \
+             before the race)"
+        );
+        let mut three = half.clone();
+        three[6..].fill(3);
+        assert!(
+            torn(&three, &candidates).contains("the rest matches no single write either"),
+            "{}",
+            torn(&three, &candidates)
+        );
+        let zeros = torn(&[0; 8], &candidates);
+        assert!(
+            zeros.contains("none of the writes from its first byte on"),
+            "{zeros}"
+        );
+        assert!(zeros.contains("all zeros"), "{zeros}");
     }
 }

@@ -11,6 +11,11 @@
 //! - `FaultyPageIo` (feature `test-utils`): a wrapper that injects errors, short writes, failed
 //!   syncs that lose writes (as Linux's `fsync` may) and crashes that drop unsynced writes.
 //!
+//! Every [`Error`] has a [`kind`](Error::kind), an [`ErrorKind`] that says what the caller can
+//! do about it: retry ([`Transient`](ErrorKind::Transient), [`TimedOut`](ErrorKind::TimedOut)),
+//! reopen ([`Unavailable`](ErrorKind::Unavailable)), or give up
+//! ([`Corrupt`](ErrorKind::Corrupt), [`InvalidInput`](ErrorKind::InvalidInput), ...).
+//!
 //! A custom backend implements [`PageIo`] with the help of [`check_page_size`],
 //! [`check_buffer`] / [`check_buffers`] and [`page_offset`] / [`byte_len`], and checks itself
 //! against the contract with `conformance::run_all` (feature `test-utils`); the crate's
@@ -38,7 +43,7 @@
 
 use std::fmt;
 
-pub use error::{Error, Op, Result};
+pub use error::{Error, ErrorKind, Op, Result};
 #[cfg(feature = "test-utils")]
 pub use faulty::{Fault, FaultyPageIo, OpCounts, SyncFailure};
 pub use fd::FdPageIo;
@@ -87,8 +92,11 @@ pub const MAX_PAGE_SIZE: usize = 1 << 20;
 /// - **Failure.** A write that returns an error may have written any prefix of the page, or
 ///   nothing. A failed batch may have written any subset of its pages. Errors are returned, never
 ///   turned into panics, and the backend stays usable for later calls.
-/// - **Threads.** All methods take `&self` and may be called concurrently. Concurrent writes to
-///   the *same* page leave one of them; writes to different pages do not interfere.
+/// - **Threads.** All methods take `&self` and may be called concurrently. A page is read and
+///   written whole: concurrent writes to the *same* page leave one of them, never a mix, and a
+///   read racing a write of a page sees all of the page before it or all of the write (in a
+///   batch, each page is whole; a batch as a whole is not atomic). Writes to different pages do
+///   not interfere.
 ///
 /// Only the five methods without defaults are required. The batch methods have default
 /// implementations that loop over single pages; backends with a cheaper batched or concurrent

@@ -31,6 +31,8 @@ enum Bug {
     WrapsAround,
     /// Every thread has its own pages, as with an unshared per-thread cache.
     PerThreadState,
+    /// Writes from any thread but the one that made the backend panic.
+    PanicsOffItsThread,
 }
 
 #[derive(Debug)]
@@ -105,6 +107,9 @@ impl PageIo for Broken {
             Bug::DropsWritesPastEnd if no >= dev.num_pages()? + 6 => {
                 check_buffer(no, ps, buf.len())
             }
+            Bug::PanicsOffItsThread if std::thread::current().id() != self.home => {
+                panic!("write_page({no}) from another thread")
+            }
             Bug::WrapsAround if no == u64::MAX => {
                 check_buffer(no, ps, buf.len())?;
                 self.wrapped.store(true, Ordering::Relaxed);
@@ -152,7 +157,7 @@ impl PageIo for Broken {
 }
 
 fn failed_check(bug: Bug) -> String {
-    match conformance::run_all(&Broken::new(bug)) {
+    match conformance::run_all(Broken::new(bug)) {
         Ok(()) => format!("{bug:?} passed the suite"),
         Err(failure) => {
             // The report must be usable on its own.
@@ -161,6 +166,117 @@ fn failed_check(bug: Bug) -> String {
             failure.check().to_owned()
         }
     }
+}
+
+/// Pages stored as two half pages, each written and read by its own call into an inner device
+/// that is correct on its own: a page can be read (or left) half old, half new.
+#[derive(Debug)]
+struct HalfPages {
+    halves: MemPageIo,
+    /// Yield to other threads between the two halves, which widens the torn window.
+    yield_between: bool,
+}
+
+impl HalfPages {
+    fn new(page_size: usize, yield_between: bool) -> Self {
+        Self {
+            halves: MemPageIo::new(page_size / 2).expect("a valid half page size"),
+            yield_between,
+        }
+    }
+
+    fn between_halves(&self) {
+        if self.yield_between {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl PageIo for HalfPages {
+    fn page_size(&self) -> usize {
+        self.halves.page_size() * 2
+    }
+
+    fn read_page(&self, no: u64, buf: &mut [u8]) -> Result<()> {
+        check_buffer(no, self.page_size(), buf.len())?;
+        let Some(first) = no.checked_mul(2).filter(|&first| first < u64::MAX) else {
+            buf.fill(0);
+            return Ok(());
+        };
+        let (low, high) = buf.split_at_mut(self.halves.page_size());
+        self.halves.read_page(first, low)?;
+        self.between_halves();
+        self.halves.read_page(first + 1, high)
+    }
+
+    fn write_page(&self, no: u64, buf: &[u8]) -> Result<()> {
+        check_buffer(no, self.page_size(), buf.len())?;
+        pageio::page_offset(no, self.page_size())?;
+        let (low, high) = buf.split_at(self.halves.page_size());
+        self.halves.write_page(no * 2, low)?;
+        self.between_halves();
+        self.halves.write_page(no * 2 + 1, high)
+    }
+
+    fn num_pages(&self) -> Result<u64> {
+        Ok(self.halves.num_pages()?.div_ceil(2))
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.halves.sync()
+    }
+
+    fn truncate(&self, num_pages: u64) -> Result<()> {
+        pageio::byte_len(num_pages, self.page_size())?;
+        self.halves.truncate(num_pages * 2)
+    }
+}
+
+#[test]
+fn a_page_written_in_two_halves_fails_the_torn_page_check() {
+    // The halves alone keep the contract, so only a race can tell.
+    conformance::run_all(HalfPages::new(1024, false).halves).unwrap();
+    for page_size in [64 << 10, 4096] {
+        // Without a yield between the halves, the check's own barrier and spinning reader
+        // must find the short window, and find it every time.
+        for yield_between in [false, false, false, true] {
+            let io = HalfPages::new(page_size, yield_between);
+            let failure = conformance::pages_are_atomic(&io).unwrap_err();
+            assert_eq!(failure.check(), "pages_are_atomic", "{failure}");
+            assert!(failure.message().contains("torn page"), "{failure}");
+        }
+    }
+}
+
+#[test]
+fn a_page_written_in_two_halves_fails_the_suite() {
+    // The older thread check may see the tear first; either way a race check reports it.
+    let failure = conformance::run_all(HalfPages::new(64 << 10, false)).unwrap_err();
+    assert!(
+        ["concurrent_threads", "pages_are_atomic"].contains(&failure.check()),
+        "{failure}"
+    );
+    assert!(failure.message().contains("torn"), "{failure}");
+}
+
+#[test]
+fn a_panic_in_a_racing_thread_fails_the_check_instead_of_hanging_it() {
+    // Called from the backend's own thread, so the check's setup works and only its racing
+    // threads panic; the time limit only stops the test if the check hangs after all.
+    let io: Arc<dyn PageIo> = Arc::new(Broken::new(Bug::PanicsOffItsThread));
+    let check = conformance::CHECKS
+        .iter()
+        .find(|c| c.name() == "pages_are_atomic")
+        .expect("the suite has the torn-page check");
+    assert!(conformance::pages_are_atomic(&*io).is_err_and(|failure| {
+        failure.check() == "pages_are_atomic" && failure.message().starts_with("panicked")
+    }));
+    // And on a thread of its own (where even the setup panics), within the limit.
+    let failure = check
+        .run_with_time_limit(io, std::time::Duration::from_secs(30))
+        .unwrap_err();
+    assert!(!failure.timed_out(), "{failure}");
+    assert!(failure.message().starts_with("panicked"), "{failure}");
 }
 
 #[test]
@@ -180,7 +296,7 @@ fn accepting_long_buffers_is_caught() {
 
 #[test]
 fn panicking_on_a_bad_buffer_is_caught() {
-    let failure = conformance::run_all(&Broken::new(Bug::PanicsOnBadBuffer)).unwrap_err();
+    let failure = conformance::run_all(Broken::new(Bug::PanicsOnBadBuffer)).unwrap_err();
     assert_eq!(failure.check(), "wrong_buffer_sizes");
     assert!(failure.message().starts_with("panicked"), "{failure}");
 }

@@ -5,14 +5,14 @@
 mod custom_backend;
 
 use custom_backend::{ChecksumMismatch, ChecksumPageIo};
-use pageio::{Error, Op, PageIo, conformance};
+use pageio::{Error, ErrorKind, Op, PageIo, conformance};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 #[test]
 fn example_backend_passes() -> TestResult {
     for page_size in [512, 4096] {
-        conformance::run_all(&ChecksumPageIo::new(page_size)?)?;
+        conformance::run_all(ChecksumPageIo::new(page_size)?)?;
     }
     Ok(())
 }
@@ -33,6 +33,7 @@ fn damaged_page_is_an_error_naming_the_page() -> TestResult {
         Err(Error::Backend {
             op: Op::Read,
             page: Some(3),
+            kind: ErrorKind::Corrupt,
             source,
         }) => {
             let mismatch = source.downcast_ref::<ChecksumMismatch>();

@@ -1,6 +1,8 @@
 //! `FaultyPageIo` with no faults armed passes the conformance suite over `MemPageIo`, over
 //! `FdPageIo`, and over a backend that cannot truncate; so do the backends it leaves behind.
 
+use std::sync::Arc;
+
 use pageio::{FaultyPageIo, FdPageIo, MemPageIo, PageIo, Result, conformance};
 
 type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
@@ -8,8 +10,8 @@ type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
 #[test]
 fn faulty_over_mem_passes() -> TestResult {
     for page_size in [512, 4096] {
-        let io = FaultyPageIo::new(MemPageIo::new(page_size)?);
-        conformance::run_all(&io)?;
+        let io = Arc::new(FaultyPageIo::new(MemPageIo::new(page_size)?));
+        conformance::run_all(Arc::clone(&io))?;
         // After a sync, the inner backend holds exactly what the wrapper shows.
         io.sync()?;
         assert!(io.unsynced_pages().is_empty());
@@ -30,8 +32,10 @@ fn faulty_over_mem_passes() -> TestResult {
 #[test]
 fn faulty_over_fd_passes() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let io = FaultyPageIo::new(FdPageIo::create(dir.path().join("pages"), 4096)?);
-    conformance::run_all(&io)?;
+    conformance::run_all(FaultyPageIo::new(FdPageIo::create(
+        dir.path().join("pages"),
+        4096,
+    )?))?;
     Ok(())
 }
 
@@ -59,9 +63,9 @@ impl PageIo for NoTruncate {
 
 #[test]
 fn faulty_over_a_backend_without_truncate_passes() -> TestResult {
-    conformance::run_all(&NoTruncate(MemPageIo::new(4096)?))?;
-    let io = FaultyPageIo::new(NoTruncate(MemPageIo::new(4096)?));
-    conformance::run_all(&io)?;
+    conformance::run_all(NoTruncate(MemPageIo::new(4096)?))?;
+    let io = Arc::new(FaultyPageIo::new(NoTruncate(MemPageIo::new(4096)?)));
+    conformance::run_all(Arc::clone(&io))?;
     assert!(matches!(
         io.truncate(0),
         Err(pageio::Error::Unsupported {

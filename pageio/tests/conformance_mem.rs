@@ -8,7 +8,7 @@ use pageio::{MemPageIo, PageIo, conformance};
 #[test]
 fn mem_passes_at_every_tested_page_size() -> Result<(), Box<dyn std::error::Error>> {
     for page_size in [512, 4096, 1 << 20] {
-        conformance::run_all(&MemPageIo::new(page_size)?)?;
+        conformance::run_all(MemPageIo::new(page_size)?)?;
     }
     Ok(())
 }
@@ -16,7 +16,7 @@ fn mem_passes_at_every_tested_page_size() -> Result<(), Box<dyn std::error::Erro
 #[test]
 fn arc_of_mem_passes() -> Result<(), Box<dyn std::error::Error>> {
     let io: Arc<dyn PageIo> = Arc::new(MemPageIo::new(4096)?);
-    conformance::run_all(&io)?;
+    conformance::run_all(io)?;
     Ok(())
 }
 
