@@ -212,6 +212,31 @@ impl Error {
         }
     }
 
+    /// The [`pageio::ErrorKind`] of this error when it reaches a page cache through
+    /// [`ObjectPageIo`](crate::ObjectPageIo): what its caller should do about it.
+    ///
+    /// A transient store error arrives only after the retries are spent, so it means the store
+    /// is unavailable (or timed out), not that one more try will do; a body that fails its
+    /// checks is corrupt; a misuse (a bad path, configuration or runtime) is invalid input.
+    #[must_use]
+    pub fn page_io_kind(&self) -> pageio::ErrorKind {
+        use pageio::ErrorKind as K;
+        match self {
+            Error::Store { source, .. } if is_timeout(source) => K::TimedOut,
+            Error::Store { source, .. } if is_transient(source) => K::Unavailable,
+            Error::Corrupt { .. } => K::Corrupt,
+            Error::Shared { source, .. } => source.page_io_kind(),
+            Error::InvalidConfig { .. }
+            | Error::InvalidPath { .. }
+            | Error::TooLarge { .. }
+            | Error::WouldDeadlock { .. } => K::InvalidInput,
+            Error::Runtime { .. } | Error::Interrupted { .. } | Error::Shutdown { .. } => {
+                K::Unavailable
+            }
+            _ => K::Other,
+        }
+    }
+
     /// Whether trying again may succeed: a transient store error (a 5xx, a timeout, a dropped
     /// connection, an injected fault) or a download that failed verification (a truncated or
     /// damaged transfer). Not found, conflicts, bad configuration and 4xx errors are final.
@@ -224,6 +249,21 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// Whether an `object_store` error is a timeout of the HTTP client.
+fn is_timeout(error: &object_store::Error) -> bool {
+    let object_store::Error::Generic { source, .. } = error else {
+        return false;
+    };
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source.as_ref());
+    while let Some(e) = next {
+        if let Some(http) = e.downcast_ref::<object_store::client::HttpError>() {
+            return http.kind() == object_store::client::HttpErrorKind::Timeout;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Whether an `object_store` error is worth a retry.

@@ -465,7 +465,7 @@ impl ObjectPageIo {
             first_error: error,
         } = self
             .upload(pages)
-            .map_err(|e| pageio::Error::backend(PageOp::Write, None, e))?;
+            .map_err(|e| page_error(PageOp::Write, None, e))?;
         if let Some(&highest) = written.iter().max() {
             for &no in &written {
                 self.downloader.forget_in_flight(&self.page_path(no));
@@ -474,7 +474,7 @@ impl ObjectPageIo {
             size.num_pages = size.num_pages.max(highest + 1);
         }
         match error {
-            Some((no, error)) => Err(pageio::Error::backend(PageOp::Write, Some(no), error)),
+            Some((no, error)) => Err(page_error(PageOp::Write, Some(no), error)),
             None => Ok(()),
         }
     }
@@ -503,13 +503,13 @@ impl ObjectPageIo {
                     .collect::<Vec<_>>()
                     .await
             })
-            .map_err(|e| pageio::Error::backend(PageOp::Read, None, e))?;
+            .map_err(|e| page_error(PageOp::Read, None, e))?;
         results
             .into_iter()
             .map(|(no, result)| {
-                let page = result.map_err(|e| pageio::Error::backend(PageOp::Read, Some(no), e))?;
+                let page = result.map_err(|e| page_error(PageOp::Read, Some(no), e))?;
                 match page {
-                    Some(bytes) if bytes.len() != self.page_size => Err(pageio::Error::backend(
+                    Some(bytes) if bytes.len() != self.page_size => Err(page_error(
                         PageOp::Read,
                         Some(no),
                         Error::Corrupt {
@@ -536,6 +536,11 @@ impl ObjectPageIo {
 struct Uploaded {
     written: Vec<u64>,
     first_error: Option<(u64, Error)>,
+}
+
+/// An objsync error as the `PageIo` error of operation `op`, with the kind a caller acts on.
+fn page_error(op: PageOp, page: Option<u64>, error: Error) -> pageio::Error {
+    pageio::Error::backend_with_kind(op, page, error.page_io_kind(), error)
 }
 
 fn page_path(prefix: &Path, no: u64) -> Path {
@@ -599,7 +604,7 @@ impl PageIo for ObjectPageIo {
             return Ok(());
         }
         self.record_size(num_pages)
-            .map_err(|e| pageio::Error::backend(PageOp::Sync, None, e))
+            .map_err(|e| page_error(PageOp::Sync, None, e))
     }
 
     fn read_pages(&self, pages: &mut [(u64, &mut [u8])]) -> pageio::Result<()> {
@@ -662,7 +667,7 @@ impl PageIo for ObjectPageIo {
     fn truncate(&self, num_pages: u64) -> pageio::Result<()> {
         pageio::byte_len(num_pages, self.page_size)?;
         let _writers = self.writers.write();
-        let fail = |e| pageio::Error::backend(PageOp::Truncate, None, e);
+        let fail = |e| page_error(PageOp::Truncate, None, e);
         let old = self.num_pages_now();
         let cut_from = old.min(num_pages);
         if num_pages < old {
