@@ -158,18 +158,20 @@ impl FileBlock {
     /// Creates an empty file on `io`: writes the (one-page) extent map, syncs, writes both
     /// superblocks and syncs again.
     ///
-    /// The device must be empty, or hold what a `create` interrupted by a crash leaves: no
-    /// valid superblock, and superblock pages that are zeros or a torn write of this format's
-    /// superblock. Such a device is cut to zero pages first (when the backend can truncate) and
-    /// created afresh, so calling `create` again after a crash during `create` works. A device
-    /// holding a committed file is refused with [`Error::AlreadyCreated`] (open it instead); one
-    /// holding anything else with [`Error::NotEmpty`].
+    /// The device must be empty, or hold only what a `create` with the same configuration,
+    /// interrupted by a crash, leaves: no valid superblock, no more pages than `create` writes,
+    /// and each byte either what `create` writes there or zero. Such a device is cut to zero
+    /// pages first (when the backend can truncate) and created afresh, so calling `create`
+    /// again after a crash during `create` works. A device holding a committed file is refused
+    /// with [`Error::AlreadyCreated`] (open it instead); one holding anything else — data of
+    /// another kind, a file whose superblocks are both damaged, a file of a newer format —
+    /// with [`Error::NotEmpty`], and is left as it was.
     pub fn create(io: Arc<dyn PageIo>, config: Config) -> Result<Self> {
         let page_size = io.page_size();
         config.check_alloc_unit(page_size)?;
         let pages = io.num_pages()?;
         if pages != 0 {
-            check_interrupted_create(&*io, pages)?;
+            check_interrupted_create(&*io, pages, &config)?;
             match io.truncate(0) {
                 Ok(()) | Err(pageio::Error::Unsupported { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -1115,27 +1117,38 @@ fn read_map(
     decoder.finish()
 }
 
-/// Checks that a non-empty device holds what an interrupted [`FileBlock::create`] leaves: no
-/// valid superblock, and each superblock page zeros or a (torn) superblock of this format.
-fn check_interrupted_create(io: &dyn PageIo, pages: u64) -> Result<()> {
+/// Checks that a non-empty device holds only what an interrupted [`FileBlock::create`] with
+/// this `config` leaves, so that cutting it destroys nothing: no valid superblock, no more pages
+/// than `create` writes, and every byte either what `create` writes there or zero (the device's
+/// old content: a write that did not reach the disk, or reached it torn, sector by sector).
+/// The bytes `create` writes are found by running it on an empty in-memory device.
+fn check_interrupted_create(io: &dyn PageIo, pages: u64, config: &Config) -> Result<()> {
     let page_size = io.page_size();
     let mut buf = vec![0u8; page_size];
     for slot in [Slot::A, Slot::B] {
-        if slot.page() >= pages {
-            continue;
+        if slot.page() < pages {
+            io.read_page(slot.page(), &mut buf)?;
+            if let Ok(sb) = format::decode_superblock(&buf, slot) {
+                return Err(Error::AlreadyCreated {
+                    generation: sb.generation,
+                });
+            }
         }
-        io.read_page(slot.page(), &mut buf)?;
-        if let Ok(sb) = format::decode_superblock(&buf, slot) {
-            return Err(Error::AlreadyCreated {
-                generation: sb.generation,
-            });
-        }
-        // A torn superblock write leaves a prefix of the new bytes over the old zeros.
-        let magic = buf.iter().zip(&format::MAGIC).take_while(|(a, b)| a == b);
-        let prefix = magic.count();
-        let rest_zero = |from: usize| buf[from..].iter().all(|&b| b == 0);
-        let ours = prefix == format::MAGIC.len() || rest_zero(prefix);
-        if !ours {
+    }
+    let image = Arc::new(pageio::MemPageIo::new(page_size)?);
+    drop(FileBlock::create(image.clone(), config.clone())?);
+    if pages > image.num_pages()? {
+        return Err(Error::NotEmpty { pages });
+    }
+    let mut expected = vec![0u8; page_size];
+    for no in 0..pages {
+        io.read_page(no, &mut buf)?;
+        image.read_page(no, &mut expected)?;
+        if buf
+            .iter()
+            .zip(&expected)
+            .any(|(&got, &want)| got != want && got != 0)
+        {
             return Err(Error::NotEmpty { pages });
         }
     }
