@@ -1,21 +1,21 @@
 //! The locks and atomics the cache is built on.
 //!
-//! Normally these are `parking_lot`'s locks and `std`'s atomics. With the `shuttle` feature they
-//! are shuttle's, so `tests/shuttle_model.rs` can explore the thread interleavings of the pin /
-//! evict / write-back protocol. Both sides expose the same small API: `lock()`, `read()` and
-//! `write()` return guards directly.
+//! Normally these are `parking_lot`'s locks and `std`'s atomics. Built with `--cfg shuttle` (in
+//! `RUSTFLAGS`) they are shuttle's, so `tests/shuttle_model.rs` can explore the thread
+//! interleavings of the pin / evict / write-back protocol. Both sides expose the same small API:
+//! `lock()`, `read()` and `write()` return guards directly.
 
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 mod shuttle_locks {
     use std::sync::PoisonError;
 
