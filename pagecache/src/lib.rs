@@ -43,8 +43,9 @@
 //! - Dropping the cache writes nothing: unflushed changes are discarded.
 //!
 //! # Features
-//! - `shuttle`: testing only. Swaps the internal locks for shuttle's, for the model test in
-//!   `tests/shuttle_model.rs`.
+//! None. For the crate's own model test (`tests/shuttle_model.rs`), building with
+//! `RUSTFLAGS="--cfg shuttle"` swaps the internal locks for shuttle's: a cfg rather than a feature,
+//! so no crate in a user's dependency graph can switch it on for everyone. Testing only.
 
 pub use cache::{PageCache, PageReadGuard, PageRef, PageWriteGuard};
 pub use config::{CacheConfig, CacheStats};

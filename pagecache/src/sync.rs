@@ -1,21 +1,29 @@
 //! The locks and atomics the cache is built on.
 //!
-//! Normally these are `parking_lot`'s locks and `std`'s atomics. With the `shuttle` feature they
-//! are shuttle's, so `tests/shuttle_model.rs` can explore the thread interleavings of the pin /
-//! evict / write-back protocol. Both sides expose the same small API: `lock()`, `read()` and
-//! `write()` return guards directly.
+//! Normally these are `parking_lot`'s locks and `std`'s atomics. Built with `--cfg shuttle` (in
+//! `RUSTFLAGS`) they are shuttle's, so `tests/shuttle_model.rs` can explore the thread
+//! interleavings of the pin / evict / write-back protocol. Both sides expose the same small API:
+//! `lock()`, `read()`, `read_recursive()` and `write()` return guards directly.
+//!
+//! `read_recursive()` is for a thread that may already hold a read guard of the same lock.
+//! `parking_lot`'s `read()` queues behind a waiting writer, so a second `read()` on a thread
+//! holding one can deadlock with that writer; its `read_recursive()` is granted whenever the lock
+//! is read-locked. shuttle's `read()` never lets a waiting writer hold a reader back (its lock is
+//! unfair), so it stands in for `read_recursive()`; but shuttle refuses (panics with "deadlock!")
+//! when a task takes a second read guard of a lock it already holds, so a model test cannot run a
+//! path that does.
 
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize};
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 mod shuttle_locks {
     use std::sync::PoisonError;
 
@@ -46,6 +54,15 @@ mod shuttle_locks {
         }
 
         pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// `parking_lot`'s `read_recursive`: see the module docs.
+        #[expect(
+            dead_code,
+            reason = "for the cache's rewrite (issue 11); remove this once a caller exists"
+        )]
+        pub(crate) fn read_recursive(&self) -> RwLockReadGuard<'_, T> {
             self.0.read().unwrap_or_else(PoisonError::into_inner)
         }
 

@@ -2,15 +2,15 @@
 //! lost writes, one backend read per concurrent miss, no eviction of a pinned page, shared read
 //! failures, failed write-backs and flushes that lose nothing, and consistent stats.
 //!
-//! With the `shuttle` feature the cache's locks and atomics are shuttle's, so every lock
-//! operation inside the cache is a scheduling point. The backend below uses `std` atomics and
-//! `MemPageIo` (whose `std` lock is held only within a call, never across a scheduling point), so
-//! it is safe inside shuttle and invisible to its scheduler. Each scenario runs under the random
-//! scheduler and under PCT.
+//! Built with `RUSTFLAGS="--cfg shuttle"` (`cargo xtask test-all` does), the cache's locks and
+//! atomics are shuttle's, so every lock operation inside the cache is a scheduling point. The
+//! backend below uses `std` atomics and `MemPageIo` (whose `std` lock is held only within a call,
+//! never across a scheduling point), so it is safe inside shuttle and invisible to its
+//! scheduler. Each scenario runs under the random scheduler and under PCT.
 
-// The crate doc comes before the `cfg`: without the feature, `cfg` strips the crate together
+// The crate doc comes before the `cfg`: without `--cfg shuttle`, `cfg` strips the crate together
 // with any attribute after it, and the empty test crate would then be undocumented.
-#![cfg(feature = "shuttle")]
+#![cfg(shuttle)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -71,8 +71,10 @@
 //! blocking pool).
 //!
 //! # Features
-//! - `shuttle`: testing only. Swaps the internal locks and atomics of the cache and the handle
-//!   pool for shuttle's, for the model test in `tests/shuttle_model.rs`.
+//! None. For the crate's own model test (`tests/shuttle_model.rs`), building with
+//! `RUSTFLAGS="--cfg shuttle"` swaps the internal locks and atomics of the cache and the handle
+//! pool for shuttle's: a cfg rather than a feature, so no crate in a user's dependency graph can
+//! switch it on for everyone. Testing only.
 //!
 //! # `SegmentStore`
 //!

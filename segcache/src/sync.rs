@@ -1,9 +1,10 @@
 //! The locks and atomics the cache and the handle pool are built on.
 //!
-//! Normally these are `parking_lot`'s locks and `std`'s atomics. With the `shuttle` feature they
-//! are shuttle's, so `tests/shuttle_model.rs` can explore the thread interleavings of the pin /
-//! evict / remove / map protocol. Both sides expose the same small API: `Mutex::lock` returns a
-//! guard directly and `Condvar::wait` takes `&mut` guard, as in `parking_lot`.
+//! Normally these are `parking_lot`'s locks and `std`'s atomics. Built with `--cfg shuttle` (in
+//! `RUSTFLAGS`) they are shuttle's, so `tests/shuttle_model.rs` can explore the thread
+//! interleavings of the pin / evict / remove / map protocol. Both sides expose the same small API:
+//! `Mutex::lock` returns a guard directly and `Condvar::wait` takes `&mut` guard, as in
+//! `parking_lot`.
 //!
 //! `fence` is shuttle's too: it is not a scheduling point, and shuttle runs every atomic access as
 //! `SeqCst` (one interleaving of whole operations, no weaker reordering), so the `SeqCst` fences
@@ -11,17 +12,17 @@
 //! interleavings (a release between a waiter's registration and its look at the idle mappings,
 //! and the like), not the memory ordering the fences provide.
 
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use parking_lot::{Condvar, Mutex};
-#[cfg(not(feature = "shuttle"))]
+#[cfg(not(shuttle))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicUsize, fence};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle::sync::atomic::{AtomicBool, AtomicUsize, fence};
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 pub(crate) use shuttle_locks::{Condvar, Mutex};
 
-#[cfg(feature = "shuttle")]
+#[cfg(shuttle)]
 mod shuttle_locks {
     use std::ops::{Deref, DerefMut};
     use std::sync::PoisonError;

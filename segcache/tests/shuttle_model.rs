@@ -4,17 +4,18 @@
 //! `get` either refuses (`Pinned`) or wins cleanly, and a task waiting for pool handles is always
 //! woken by a released pin (no deadlock: shuttle fails an execution whose threads all block).
 //!
-//! With the `shuttle` feature the cache's and the handle pool's locks and atomics are shuttle's,
-//! so every lock and atomic operation inside the cache is a scheduling point. The async methods
-//! are driven by `shuttle::future::block_on`; with no tokio runtime around, the cache runs its
-//! blocking work (open, persist, map, unlink) inline on the calling shuttle thread. The handle
-//! pool's tokio semaphore wakes a waiter through shuttle's waker, so a waiter that is never woken
-//! is a deadlock shuttle reports. Each iteration uses a fresh directory and tiny segments. Each
-//! scenario runs under the random scheduler and under PCT.
+//! Built with `RUSTFLAGS="--cfg shuttle"` (`cargo xtask test-all` does), the cache's and the
+//! handle pool's locks and atomics are shuttle's, so every lock and atomic operation inside the
+//! cache is a scheduling point. The async methods are driven by `shuttle::future::block_on`; with
+//! no tokio runtime around, the cache runs its blocking work (open, persist, map, unlink) inline
+//! on the calling shuttle thread. The handle pool's tokio semaphore wakes a waiter through
+//! shuttle's waker, so a waiter that is never woken is a deadlock shuttle reports. Each iteration
+//! uses a fresh directory and tiny segments. Each scenario runs under the random scheduler and
+//! under PCT.
 
-// The crate doc comes before the `cfg`: without the feature, `cfg` strips the crate together
+// The crate doc comes before the `cfg`: without `--cfg shuttle`, `cfg` strips the crate together
 // with any attribute after it, and the empty test crate would then be undocumented.
-#![cfg(feature = "shuttle")]
+#![cfg(shuttle)]
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -26,13 +26,14 @@ usage: cargo xtask <command> [options]
 commands:
   test-all [--no-fail-fast]
       Every test of the workspace: nextest over all targets (examples and benches are built),
-      doctests, the shuttle model tests of pagecache and segcache, then objsync's S3 suite
-      against an S3 server: the endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with
-      AWS_BUCKET and keys), else `minio` (MINIO_BIN or PATH), else s3s-fs (installed into
-      .tools on first use), and a 10 s soak. Prints a summary.
+      doctests, the shuttle model tests of pagecache and segcache (built with
+      RUSTFLAGS=\"--cfg shuttle\" in target/shuttle), then objsync's S3 suite against an S3
+      server: the endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET and
+      keys), else `minio` (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first
+      use), and a 10 s soak. Prints a summary.
   ci [--no-fail-fast]
-      cargo fmt --check, clippy with warnings denied (also with pagecache's and segcache's
-      `shuttle` feature), cargo doc with warnings denied, then test-all.
+      cargo fmt --check, clippy with warnings denied (also of pagecache and segcache built with
+      --cfg shuttle), cargo doc with warnings denied, then test-all.
   bench [--quick] [CRATE...]
       Runs the criterion benches of CRATE (default: every member with benches), writes
       target/bench/results.json (rows of other crates are kept) and prints the table.

@@ -495,6 +495,49 @@ impl Report {
     }
 }
 
+/// The variable and value that add `flags` to every rustc call of a cargo step while keeping the
+/// user's own: cargo reads `CARGO_ENCODED_RUSTFLAGS` (flags separated by `0x1f`) in preference to
+/// `RUSTFLAGS`, so the flags go into whichever of the two it will read. (Either variable, once
+/// set, makes cargo ignore `build.rustflags` from its config files, as it always does.)
+pub fn rustflags_with(flags: &[&str]) -> (OsString, OsString) {
+    rustflags_over(
+        std::env::var_os("CARGO_ENCODED_RUSTFLAGS"),
+        std::env::var_os("RUSTFLAGS"),
+        flags,
+    )
+}
+
+/// [`rustflags_with`] over given values of `CARGO_ENCODED_RUSTFLAGS` and `RUSTFLAGS`.
+fn rustflags_over(
+    encoded: Option<OsString>,
+    plain: Option<OsString>,
+    flags: &[&str],
+) -> (OsString, OsString) {
+    match encoded {
+        Some(mut value) => {
+            for flag in flags {
+                if !value.is_empty() {
+                    value.push("\x1f");
+                }
+                value.push(flag);
+            }
+            ("CARGO_ENCODED_RUSTFLAGS".into(), value)
+        }
+        None => ("RUSTFLAGS".into(), append_flags(plain, flags)),
+    }
+}
+
+fn append_flags(value: Option<OsString>, flags: &[&str]) -> OsString {
+    let mut value = value.unwrap_or_default();
+    for flag in flags {
+        if !value.is_empty() {
+            value.push(" ");
+        }
+        value.push(flag);
+    }
+    value
+}
+
 /// `1.2s`, `3m04s`.
 pub fn fmt_duration(d: Duration) -> String {
     let secs = d.as_secs_f64();
@@ -531,6 +574,42 @@ mod tests {
         assert_eq!(fmt_bytes(1023), "1023 B");
         assert_eq!(fmt_bytes(1536), "1.5 KiB");
         assert_eq!(fmt_bytes(5 << 20), "5.0 MiB");
+    }
+
+    #[test]
+    fn flags_are_appended_to_the_users() {
+        let shuttle = ["--cfg", "shuttle"];
+        assert_eq!(
+            rustflags_over(None, None, &shuttle),
+            ("RUSTFLAGS".into(), "--cfg shuttle".into())
+        );
+        assert_eq!(
+            rustflags_over(None, Some("-C target-cpu=native".into()), &shuttle),
+            (
+                "RUSTFLAGS".into(),
+                "-C target-cpu=native --cfg shuttle".into()
+            )
+        );
+        // cargo reads the encoded variable first, even when RUSTFLAGS is set too.
+        assert_eq!(
+            rustflags_over(
+                Some("-C\x1ftarget-cpu=native".into()),
+                Some("-O".into()),
+                &shuttle
+            ),
+            (
+                "CARGO_ENCODED_RUSTFLAGS".into(),
+                "-C\x1ftarget-cpu=native\x1f--cfg\x1fshuttle".into()
+            )
+        );
+        assert_eq!(
+            rustflags_over(Some(OsString::new()), None, &shuttle),
+            ("CARGO_ENCODED_RUSTFLAGS".into(), "--cfg\x1fshuttle".into())
+        );
+        assert_eq!(
+            append_flags(Some("-Zmiri-seed=7".into()), &["-Zmiri-tree-borrows"]),
+            "-Zmiri-seed=7 -Zmiri-tree-borrows"
+        );
     }
 
     #[test]

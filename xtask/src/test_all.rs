@@ -12,7 +12,8 @@
 //! the server [`crate::s3`] chose and started — an endpoint from the environment, `MinIO`,
 //! or s3s-fs. That step must run at least one test.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
@@ -20,9 +21,23 @@ use tempfile::TempDir;
 use crate::s3;
 use crate::steps::{self, Env, Runner, Step};
 
-/// The crates with model-checking tests (`<crate>/tests/shuttle_model.rs`), each run with the
-/// crate's `shuttle` feature.
+/// The crates with model-checking tests (`<crate>/tests/shuttle_model.rs`), each built with
+/// `--cfg shuttle` (see [`shuttle_build`]).
 pub const SHUTTLE_CRATES: [&str; 2] = ["pagecache", "segcache"];
+
+/// Makes `step` (a cargo command that builds) build with `--cfg shuttle`, which swaps the locks of
+/// pagecache and segcache for shuttle's: adds the flag to the user's `RUSTFLAGS` and builds in a
+/// target directory of its own (`<target>/shuttle`), since other flags would make cargo rebuild
+/// the normal build's artifacts in place. The `--target-dir` goes at the end of `step`'s
+/// arguments, so `step` must not have a `--` yet.
+pub fn shuttle_build(step: Step) -> Step {
+    let (key, value) = steps::rustflags_with(&["--cfg", "shuttle"]);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| crate::project_root().join("target"), PathBuf::from)
+        .join("shuttle");
+    step.env(key, value)
+        .args([OsStr::new("--target-dir"), target.as_os_str()])
+}
 
 /// How long the soak step runs, in seconds.
 const SOAK_SECONDS: &str = "10";
@@ -125,18 +140,14 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
     ];
 
     for krate in SHUTTLE_CRATES {
-        let shuttle = runner.step(
+        // Without `--cfg shuttle` the model test compiles to nothing: a count of zero means the
+        // flag did not reach the build.
+        let shuttle = shuttle_build(runner.step(
             &format!("shuttle model ({krate})"),
-            &[
-                "-p",
-                krate,
-                "--features",
-                "shuttle",
-                "--test",
-                "shuttle_model",
-            ],
+            &["-p", krate, "--test", "shuttle_model"],
             opts,
-        );
+        ))
+        .requires_tests();
         let test = format!("{krate}/tests/shuttle_model.rs");
         steps.push(if crate::project_root().join(&test).is_file() {
             shuttle
