@@ -281,17 +281,21 @@ impl ObjectPageIo {
         }
     }
 
-    /// Records `num_pages` in the size object.
+    /// Records `num_pages` in the size object. On error the store may hold the new count or
+    /// the old one (a lost acknowledgement), so the recorded count becomes unknown and the next
+    /// sync records the size whatever it is.
     fn record_size(&self, num_pages: u64) -> Result<()> {
         let uploader = self.uploader.clone();
         let path = self.prefix.clone().join(SIZE_OBJECT);
-        self.run("ObjectPageIo record size", async move {
-            uploader
-                .overwrite(&path, Bytes::from(num_pages.to_string()))
-                .await
-        })??;
-        self.size.lock().recorded = Some(num_pages);
-        Ok(())
+        let recorded = self
+            .run("ObjectPageIo record size", async move {
+                uploader
+                    .overwrite(&path, Bytes::from(num_pages.to_string()))
+                    .await
+            })
+            .and_then(|r| r);
+        self.size.lock().recorded = recorded.is_ok().then_some(num_pages);
+        recorded
     }
 
     /// Deletes the objects of pages `cut` (a missing one counts as deleted).
