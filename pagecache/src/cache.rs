@@ -32,10 +32,16 @@
 //! eviction), so no later flush can be trusted: the first failed sync poisons the cache
 //! (`State::poisoned`), and from then on every operation that would touch the backend — misses,
 //! write-backs, flushes, truncates — returns [`Error::PreviousIo`]. Hits on cached pages go on.
+//!
+//! A backend read that overlaps a sync may see what a failing sync has just lost, before the
+//! cache knows it failed. So a read (a miss's fill, or the read-in of a zero-filled page) notes
+//! the sync counters before and after: if a sync ran meanwhile, it waits for that flush to end
+//! (by taking `flush_lock`) and then checks the poison; a read that returns after a failed sync
+//! is refused like a miss that starts after it.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::{Arc, OnceLock};
 
 use pageio::PageIo;
@@ -87,6 +93,9 @@ struct Frame {
     write_back_failed: AtomicBool,
     /// Whether the frame is on `State::maybe_pinned`. Touched only under the state lock.
     listed: AtomicBool,
+    /// Set with `FAILED` when the fill was refused because a sync failed while it read: its
+    /// waiters get [`Error::PreviousIo`] rather than a read error.
+    refused: AtomicBool,
     no: u64,
     /// The page buffer, `len` bytes, owned through this raw pointer (from `Box::into_raw`):
     /// null until the filler installs it (while holding `lock` for writing), unchanged after,
@@ -108,6 +117,7 @@ impl Frame {
             status: AtomicU8::new(LOADING),
             error: OnceLock::new(),
             listed: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             lock: RwLock::new(()),
             buf: AtomicPtr::new(std::ptr::null_mut()),
         }
@@ -222,6 +232,8 @@ enum Room {
         victim: Arc<Frame>,
         last_resort: bool,
     },
+    /// Every unpinned victim's write-back failed, each tried once more by this miss.
+    Stuck,
 }
 
 impl State {
@@ -261,8 +273,9 @@ impl State {
     }
 
     /// Evicts least-recently-used unpinned frames until fewer than `capacity` unpinned frames
-    /// remain, so that the page about to be inserted fits once it is unpinned.
-    fn make_room(&mut self, capacity: usize) -> Room {
+    /// remain, so that the page about to be inserted fits once it is unpinned. `tried` are the
+    /// pages this miss already tried as a last resort, which it does not try again.
+    fn make_room(&mut self, capacity: usize, tried: &[u64]) -> Room {
         let mut evicted = Vec::new();
         if self.lru.len() < capacity {
             // Nothing to evict; just keep the candidate list from growing with stale entries
@@ -290,18 +303,31 @@ impl State {
             // pin is visible in `dirty` below. A page whose write-back failed is passed over
             // while another victim exists: one bad page must not fail every miss.
             let unpinned = |f: &&Arc<Frame>| f.pins.load(Acquire) == 0;
-            let (victim, last_resort) = match self
+            let fresh = self
                 .lru
                 .iter_from_lru()
                 .map(|(_, f)| f)
                 .filter(unpinned)
-                .find(|f| !f.write_back_failed.load(Relaxed))
-            {
-                Some(victim) => (Arc::clone(victim), false),
-                None => match self.lru.iter_from_lru().map(|(_, f)| f).find(unpinned) {
+                .find(|f| !f.write_back_failed.load(Relaxed));
+            let (victim, last_resort) = if let Some(victim) = fresh {
+                (Arc::clone(victim), false)
+            } else {
+                // Only pages whose write-back failed are left (or none): try each once more,
+                // least recently used first, so one bad page does not hide one that can be
+                // written now.
+                let mut failed = self
+                    .lru
+                    .iter_from_lru()
+                    .map(|(_, f)| f)
+                    .filter(unpinned)
+                    .peekable();
+                if failed.peek().is_none() {
+                    break;
+                }
+                match failed.find(|f| !tried.contains(&f.no)) {
                     Some(victim) => (Arc::clone(victim), true),
-                    None => break,
-                },
+                    None => return Room::Stuck,
+                }
             };
             if victim.dirty.load(Acquire) {
                 self.pin(&victim);
@@ -394,8 +420,15 @@ pub struct PageCache {
     /// The page index, recency list and counters (see [`State`]).
     state: Mutex<State>,
     /// Serialises flushes, so that a flush that returns `Ok` has seen every page a concurrent
-    /// flush had already marked clean reach the backend before its own sync.
+    /// flush had already marked clean reach the backend before its own sync. A read that
+    /// overlapped a sync takes it to wait for the sync's outcome.
     flush_lock: Mutex<()>,
+    /// Syncs begun and syncs ended (poison set first, when one failed): a backend read that
+    /// sees them change, or differ, overlapped a sync (see the module docs).
+    syncs_begun: AtomicUsize,
+    syncs_ended: AtomicUsize,
+    /// Mirrors `State::poisoned.is_some()`, for the check after a read without the state lock.
+    poisoned: AtomicBool,
 }
 
 impl fmt::Debug for PageCache {
@@ -431,6 +464,9 @@ impl PageCache {
                 poisoned: None,
             }),
             flush_lock: Mutex::new(()),
+            syncs_begun: AtomicUsize::new(0),
+            syncs_ended: AtomicUsize::new(0),
+            poisoned: AtomicBool::new(false),
         })
     }
 
@@ -470,6 +506,10 @@ impl PageCache {
     /// while the overwrite pin lives or after — reads the backend's bytes into it first. So a
     /// caller that fails before writing hides nothing and loses nothing, whatever the cache
     /// pressure.
+    ///
+    /// That read-in needs the page to itself: a `get` of an unwritten overwrite page waits
+    /// until no guard of it is held. As with guards, a thread that holds a guard of such a page
+    /// and calls `get` of the same page waits for itself; write (or drop the guard) first.
     pub fn get_for_overwrite(&self, no: u64) -> Result<PageRef<'_>> {
         self.fetch(no, Fill::Zero)
     }
@@ -578,12 +618,16 @@ impl PageCache {
                 Ok(())
             });
         let result = written.and_then(|()| {
-            self.io.sync().map_err(|source| {
+            self.syncs_begun.fetch_add(1, SeqCst);
+            let synced = self.io.sync().map_err(|source| {
                 let source = Arc::new(source);
                 let mut st = self.state.lock();
                 st.poisoned.get_or_insert_with(|| Arc::clone(&source));
+                self.poisoned.store(true, SeqCst);
                 Error::Flush { page: None, source }
-            })
+            });
+            self.syncs_ended.fetch_add(1, SeqCst);
+            synced
         });
         if result.is_err() {
             // Nothing this flush wrote is known to be durable: all of it is dirty again.
@@ -646,6 +690,9 @@ impl PageCache {
     fn fetch(&self, no: u64, fill: Fill) -> Result<PageRef<'_>> {
         // A victim this miss wrote back and evicted: its buffer is reused for the new page.
         let mut written_back = None;
+        // Pages this miss tried as a last resort, and the first such failure.
+        let mut tried = Vec::new();
+        let mut stuck = None;
         let mut st = self.state.lock();
         loop {
             // The status load is the first touch of the frame's cache line: done before the
@@ -667,7 +714,10 @@ impl PageCache {
             }
             st.refuse_if_poisoned()?;
             st.sweep_graveyard();
-            match st.make_room(self.config.capacity()) {
+            match st.make_room(self.config.capacity(), &tried) {
+                Room::Stuck => {
+                    return Err(stuck.expect("a page was tried before the miss got stuck"));
+                }
                 Room::WriteBack {
                     victim,
                     last_resort,
@@ -680,9 +730,23 @@ impl PageCache {
                     // SAFETY: the victim is in the index and `make_room` pinned it.
                     let data = unsafe { self.attach(&victim) }.lock.read_recursive();
                     drop(st);
-                    let (relocked, evicted) = self.write_back(victim, data, last_resort)?;
+                    let victim_no = victim.no;
+                    let (relocked, outcome) = self.write_back(victim, data);
                     st = relocked;
-                    written_back = evicted.or(written_back);
+                    match outcome {
+                        WriteBack::Evicted(frame) => written_back = Some(frame),
+                        WriteBack::Kept => {}
+                        WriteBack::Failed(source) => {
+                            if last_resort {
+                                // The first (least recently used) failure is the one reported.
+                                tried.push(victim_no);
+                                stuck.get_or_insert(Error::WriteBack {
+                                    page: victim_no,
+                                    source,
+                                });
+                            }
+                        }
+                    }
                     // The lock was released: look the page up again before inserting it.
                 }
                 Room::Made(mut evicted) => {
@@ -755,7 +819,17 @@ impl PageCache {
     /// Fills a new frame whose write lock the caller holds, and publishes the outcome.
     fn fill(&self, frame: &Frame, mut buf: Box<[u8]>, fill: Fill) -> Result<()> {
         let (outcome, status) = match fill {
-            Fill::Read => (self.io.read_page(frame.no, &mut buf), READY),
+            Fill::Read => {
+                let before = self.syncs();
+                let read = self
+                    .io
+                    .read_page(frame.no, &mut buf)
+                    .map_err(|source| Error::Read {
+                        page: frame.no,
+                        source: Arc::new(source),
+                    });
+                (read.and_then(|()| self.check_read(before)), READY)
+            }
             Fill::Zero => (Ok(()), ZEROED),
         };
         frame.install(buf);
@@ -765,16 +839,20 @@ impl PageCache {
                 Ok(())
             }
             Err(e) => {
-                let err = Arc::new(e);
-                let _ = frame.error.set(Arc::clone(&err));
+                let source = match &e {
+                    Error::Read { source, .. } => Arc::clone(source),
+                    Error::PreviousIo { source } => {
+                        frame.refused.store(true, Relaxed);
+                        Arc::clone(source)
+                    }
+                    _ => unreachable!("a fill fails with a read error or a refusal"),
+                };
+                let _ = frame.error.set(source);
                 frame.status.store(FAILED, Release);
                 // The caller unpins once it has released the write lock: after the unpin the
                 // frame may be freed.
                 self.state.lock().remove_failed(frame.no);
-                Err(Error::Read {
-                    page: frame.no,
-                    source: err,
-                })
+                Err(e)
             }
         }
     }
@@ -789,14 +867,19 @@ impl PageCache {
         }
         match frame.status.load(Acquire) {
             FAILED => {
-                let err = Error::Read {
-                    page: frame.no,
-                    source: Arc::clone(
-                        frame
-                            .error
-                            .get()
-                            .expect("a failed fill stores its error before publishing FAILED"),
-                    ),
+                let source = Arc::clone(
+                    frame
+                        .error
+                        .get()
+                        .expect("a failed fill stores its error before publishing FAILED"),
+                );
+                let err = if frame.refused.load(Relaxed) {
+                    Error::PreviousIo { source }
+                } else {
+                    Error::Read {
+                        page: frame.no,
+                        source,
+                    }
                 };
                 // Last use of `frame`: once unpinned it may be freed.
                 frame.unpin();
@@ -828,39 +911,43 @@ impl PageCache {
         }
         self.state.lock().refuse_if_poisoned()?;
         // SAFETY: the frame is pinned and filled; the write lock excludes every guard, and a
-        // layer writing through `as_ptr` takes a write guard before its first write (the
-        // `as_ptr` contract), which this lock excludes too.
+        // layer using a pointer from `as_ptr` into a page zero-filled for overwrite takes a
+        // write guard before its first access through it (the `as_ptr` contract), which makes
+        // the page `READY`, so no such pointer is in use while the page is `ZEROED`.
         let bytes = unsafe { frame.slice_mut() };
-        match self.io.read_page(frame.no, bytes) {
+        let before = self.syncs();
+        let read = self
+            .io
+            .read_page(frame.no, bytes)
+            .map_err(|source| Error::Read {
+                page: frame.no,
+                source: Arc::new(source),
+            })
+            .and_then(|()| self.check_read(before));
+        match read {
             Ok(()) => {
                 frame.status.store(READY, Release);
                 Ok(())
             }
-            Err(source) => {
+            Err(e) => {
                 // Whatever the failed read left: zeros again, still standing for nothing.
                 bytes.fill(0);
-                Err(Error::Read {
-                    page: frame.no,
-                    source: Arc::new(source),
-                })
+                Err(e)
             }
         }
     }
 
     /// Writes a dirty victim back, then evicts it unless it was pinned or dirtied meanwhile.
     /// The caller pinned it and read-locked it under the state lock. Returns with the state
-    /// lock held again (the caller goes on with its miss), and the victim if it was evicted,
-    /// for its buffer.
+    /// lock held again (the caller goes on with its miss), and what became of the victim.
     ///
     /// A failed write-back marks the page, so eviction passes it over while it has other
-    /// victims, and is not an error of the miss unless this was the `last_resort` (no other
-    /// victim left); the page stays cached and dirty either way.
+    /// victims; the page stays cached and dirty, and the next flush reports the failure.
     fn write_back<'a>(
         &'a self,
         victim: Arc<Frame>,
         data: RwLockReadGuard<'a, ()>,
-        last_resort: bool,
-    ) -> Result<(StateGuard<'a>, Option<Arc<Frame>>)> {
+    ) -> (StateGuard<'a>, WriteBack) {
         // SAFETY: the victim is pinned (by `make_room`) and filled, and the read lock is held:
         // no guard writes it, and no block cache writes through `as_ptr` into an unpinned page.
         let written = self.io.write_page(victim.no, unsafe { victim.slice() });
@@ -872,15 +959,9 @@ impl PageCache {
         if let Err(source) = written {
             victim.write_back_failed.store(true, Relaxed);
             victim.unpin();
-            if last_resort {
-                return Err(Error::WriteBack {
-                    page: victim.no,
-                    source,
-                });
-            }
             let mut st = self.state.lock();
             st.failed_write_backs += 1;
-            return Ok((st, None));
+            return (st, WriteBack::Failed(source));
         }
         let mut st = self.state.lock();
         st.write_backs += 1;
@@ -891,8 +972,46 @@ impl PageCache {
             st.evictions += 1;
         }
         victim.unpin();
-        Ok((st, evicted.then_some(victim)))
+        (
+            st,
+            if evicted {
+                WriteBack::Evicted(victim)
+            } else {
+                WriteBack::Kept
+            },
+        )
     }
+
+    /// Checks a backend read that just returned: refused ([`Error::PreviousIo`]) if a sync
+    /// failed before it returned. `before` are the sync counters read before the read began;
+    /// if a sync overlapped the read, this waits for that flush to end first (see the module
+    /// docs).
+    fn check_read(&self, before: (usize, usize)) -> Result<()> {
+        let after = (self.syncs_begun.load(SeqCst), self.syncs_ended.load(SeqCst));
+        let overlapped = before.0 != before.1 || after.0 != before.0;
+        if overlapped {
+            drop(self.flush_lock.lock());
+        }
+        if self.poisoned.load(SeqCst) {
+            return self.state.lock().refuse_if_poisoned();
+        }
+        Ok(())
+    }
+
+    /// The sync counters, read before a backend read (for [`check_read`](Self::check_read)).
+    fn syncs(&self) -> (usize, usize) {
+        (self.syncs_begun.load(SeqCst), self.syncs_ended.load(SeqCst))
+    }
+}
+
+/// What became of a victim [`PageCache::write_back`] wrote back.
+enum WriteBack {
+    /// Written and evicted: its buffer may be reused.
+    Evicted(Arc<Frame>),
+    /// Written, but pinned or dirtied meanwhile, so it stays.
+    Kept,
+    /// The write failed; the page stays cached and dirty.
+    Failed(pageio::Error),
 }
 
 /// Unpins a set of frames on drop (flush's pins, released on every exit path).
@@ -984,9 +1103,13 @@ impl<'a> PageRef<'a> {
     /// first write it must take (and may at once drop) a write guard: that waits for a
     /// write-back of the page that started before the pin was taken, the only other way the
     /// cache reads a pinned page, and no new one can start while the page is pinned. The write
-    /// guard also marks the page dirty (and makes a page zero-filled by
-    /// [`PageCache::get_for_overwrite`] content, so a later `get` does not read the backend
-    /// over it).
+    /// guard also marks the page dirty.
+    ///
+    /// A page pinned by [`PageCache::get_for_overwrite`] and not written yet is the one the
+    /// cache itself may *write* while it is pinned: a [`PageCache::get`] of it reads the
+    /// backend into it. So for such a page the write guard must come before the first *read*
+    /// through the pointer too; it makes the zero fill the page's content, and no `get` writes
+    /// it after that. (A pin from `get` never needs this: `get` returns the page read in.)
     #[must_use]
     pub fn as_ptr(&self) -> *mut u8 {
         self.frame.bytes().as_ptr()

@@ -70,7 +70,9 @@ impl CacheConfig {
 /// A snapshot of the cache's counters, from [`PageCache::stats`](crate::PageCache::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Lookups that found the page resident (possibly still being read by another caller).
+    /// Lookups that found the page resident (possibly still being read by another caller). A
+    /// `get` of a page zero-filled by `get_for_overwrite` and not written yet counts here too,
+    /// although it reads the backend into the page.
     pub hits: u64,
     /// Lookups that had to bring the page in: one backend read, or a zero fill for
     /// `get_for_overwrite`.

@@ -58,20 +58,12 @@ mod shuttle_locks {
         }
 
         /// `parking_lot`'s `read_recursive`: see the module docs.
-        #[expect(
-            dead_code,
-            reason = "for the cache's rewrite (issue 11); remove this once a caller exists"
-        )]
         pub(crate) fn read_recursive(&self) -> RwLockReadGuard<'_, T> {
             self.0.read().unwrap_or_else(PoisonError::into_inner)
         }
 
         pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(PoisonError::into_inner)
-        }
-
-        pub(crate) fn into_inner(self) -> T {
-            self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
         }
     }
 }
