@@ -1,7 +1,8 @@
 //! Guards `ObjectPageIo::truncate` against a crash at any point: it used to delete the page
 //! objects at once and record the new size only at the next sync, so a crash in between reopened
 //! to neither the old nor the new device. Now a shrink records the size first and deletes after,
-//! open deletes leftovers past the recorded size, and a reopen finds the old or the new device.
+//! open deletes leftovers past the recorded size, and a reopen finds the old or the new device;
+//! a size record whose acknowledgement was lost is recorded again by the next sync.
 
 use std::sync::Arc;
 
@@ -106,4 +107,38 @@ fn a_truncate_whose_size_record_fails_changes_nothing() {
     }
     drop(io);
     assert!(!old_or_new(&store, 4));
+}
+
+/// A shrinking truncate whose size PUT reached the store while its acknowledgement was lost:
+/// the store may record the new size while memory still holds the old one. The recorded count
+/// becomes unknown, so the next sync records the size again; before, every later sync found
+/// "nothing changed", and the next open deleted pages synced since.
+#[test]
+fn a_synced_write_survives_a_truncate_whose_size_record_lost_its_ack() {
+    let faulty = Arc::new(FaultyStore::counting(Arc::new(InMemory::new())));
+    let store: Arc<dyn ObjectStore> = faulty.clone();
+    ten_pages(&store);
+    let io = open(&store);
+    faulty.script(FaultOp::Put, [Fault::LostAck]);
+    assert!(io.truncate(4).is_err(), "the size record failed");
+    assert_eq!(
+        io.num_pages().expect("num_pages"),
+        10,
+        "memory: nothing cut"
+    );
+    // The device goes on: page 9 is rewritten and synced, so the write is durable.
+    io.write_page(9, &[0xEE; PS]).expect("write");
+    io.sync().expect("sync");
+    drop(io);
+
+    let io = open(&store);
+    assert_eq!(
+        io.num_pages().expect("num_pages"),
+        10,
+        "as of the last sync"
+    );
+    assert_eq!(read(&io, 9), vec![0xEE; PS], "the synced write survives");
+    for no in 4..9 {
+        assert_eq!(read(&io, no), page(no), "page {no}");
+    }
 }
