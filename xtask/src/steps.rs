@@ -296,11 +296,18 @@ pub fn run(steps: &[Step], env: &mut Env) -> Report {
             Err(err) => (Status::Failed(format!("{err:#}")), None),
         };
         let duration = start.elapsed();
-        if let Status::Failed(why) = &status {
-            eprintln!(
-                "==> {header}: FAILED ({why}) after {}",
-                fmt_duration(duration)
-            );
+        // Every step's time as it ends, not only in the summary: long steps (Miri, the S3 suite)
+        // are easier to follow, and a run cut short still shows what the finished steps took.
+        match &status {
+            Status::Failed(why) => {
+                eprintln!(
+                    "==> {header}: FAILED ({why}) after {}",
+                    fmt_duration(duration)
+                );
+            }
+            Status::Ok => eprintln!("==> {header}: ok after {}", fmt_duration(duration)),
+            // Skipped steps never got this far.
+            Status::Skipped(_) => {}
         }
         report.outcomes.push(Outcome {
             name: step.name.clone(),
