@@ -32,6 +32,9 @@ pub struct Step {
     pub counts: Option<Runner>,
     /// When set, the step is not run and the summary gives this reason.
     pub skip: Option<String>,
+    /// When set, the step is not run and fails with this reason (something it needs could not
+    /// be had).
+    pub fail: Option<String>,
     /// Whether the step fails when its runner ran no test.
     pub requires_tests: bool,
 }
@@ -50,6 +53,7 @@ impl Step {
             env: Vec::new(),
             counts: None,
             skip: None,
+            fail: None,
             requires_tests: false,
         }
     }
@@ -109,6 +113,13 @@ impl Step {
     #[must_use]
     pub fn skip(mut self, reason: impl Into<String>) -> Self {
         self.skip = Some(reason.into());
+        self
+    }
+
+    /// Fails the step without running it, for `reason`.
+    #[must_use]
+    pub fn fail(mut self, reason: impl Into<String>) -> Self {
+        self.fail = Some(reason.into());
         self
     }
 
@@ -277,6 +288,17 @@ pub fn run(steps: &[Step], env: &mut Env) -> Report {
                 duration: Duration::ZERO,
                 tests: None,
                 counts_tests: step.counts.is_some(),
+            });
+            continue;
+        }
+        if let Some(reason) = &step.fail {
+            eprintln!("\n==> {header}: FAILED without running: {reason}");
+            report.outcomes.push(Outcome {
+                name: step.name.clone(),
+                status: Status::Failed(reason.clone()),
+                duration: Duration::ZERO,
+                tests: None,
+                counts_tests: false,
             });
             continue;
         }
@@ -534,7 +556,9 @@ fn rustflags_over(
     }
 }
 
-fn append_flags(value: Option<OsString>, flags: &[&str]) -> OsString {
+/// `value` (a variable's, or none) with `flags` appended, space-separated: for variables of
+/// whitespace-separated flags such as `MIRIFLAGS`, so the user's own flags are kept.
+pub fn append_flags(value: Option<OsString>, flags: &[&str]) -> OsString {
     let mut value = value.unwrap_or_default();
     for flag in flags {
         if !value.is_empty() {
@@ -700,6 +724,7 @@ mod tests {
             env: Vec::new(),
             counts: Some(Runner::Nextest),
             skip: None,
+            fail: None,
             requires_tests: true,
         };
         let steps = [
