@@ -1,12 +1,16 @@
 //! `cargo xtask ci`: formatting, lints and rustdoc with warnings denied, then every test
-//! (`test-all`).
+//! (`test-all`, Miri included: here a Miri that cannot run fails the run).
 
 use crate::steps::Step;
 use crate::test_all;
 
 /// Runs `ci`: the checks, then the steps of `test-all`, with one summary for all of them.
 pub fn run(opts: &test_all::Options) -> anyhow::Result<()> {
-    let mut plan = test_all::plan(opts)?;
+    let opts = test_all::Options {
+        require_miri: true,
+        ..opts.clone()
+    };
+    let mut plan = test_all::plan(&opts)?;
     let mut checks = vec![
         Step::cargo("fmt", ["fmt", "--all", "--", "--check"]),
         Step::cargo(

@@ -13,6 +13,7 @@ use anyhow::bail;
 mod bench;
 mod ci;
 mod demo;
+mod miri;
 mod process;
 mod rng;
 mod s3;
@@ -27,13 +28,23 @@ commands:
   test-all [--no-fail-fast]
       Every test of the workspace: nextest over all targets (examples and benches are built),
       doctests, the shuttle model tests of pagecache and segcache (built with
-      RUSTFLAGS=\"--cfg shuttle\" in target/shuttle), then objsync's S3 suite against an S3
-      server: the endpoint in PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET and
-      keys), else `minio` (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first
-      use), and a 10 s soak. Prints a summary.
+      RUSTFLAGS=\"--cfg shuttle\" in target/shuttle), the runs of `miri` when a nightly
+      toolchain is here (else the Miri step is skipped, with a warning and a note saying why),
+      a 10 s soak, then objsync's S3 suite against an S3 server: the endpoint in
+      PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET and keys), else `minio`
+      (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first use). Prints a summary.
   ci [--no-fail-fast]
       cargo fmt --check, clippy with warnings denied (also of pagecache and segcache built with
-      --cfg shuttle), cargo doc with warnings denied, then test-all.
+      --cfg shuttle), cargo doc with warnings denied, then test-all; here a Miri that cannot
+      run fails the run.
+  miri [--no-fail-fast]
+      The tests of the unsafe code, interpreted by Miri under Stacked Borrows and again under
+      Tree Borrows (MIRIFLAGS=-Zmiri-tree-borrows, after your own MIRIFLAGS): pagecache and
+      blockcache (`cargo +nightly miri test -p CRATE --lib --test miri`) and segcache's
+      mapping (its `map::tests`, with -Zmiri-disable-isolation: they use files). Needs
+      rustup's nightly toolchain: adds its miri and rust-src components when missing and runs
+      `cargo +nightly miri setup`; fails, saying why, when that cannot be done. Builds in
+      target/miri; prints each run's time.
   bench [--quick] [CRATE...]
       Runs the criterion benches of CRATE (default: every member with benches), writes
       target/bench/results.json (rows of other crates are kept) and prints the table.
@@ -84,6 +95,7 @@ fn dispatch(args: &[OsString]) -> anyhow::Result<()> {
     match command {
         "test-all" => test_all::run(&test_all::Options::parse(rest)?),
         "ci" => ci::run(&test_all::Options::parse(rest)?),
+        "miri" => miri::run(&test_all::Options::parse(rest)?),
         "bench" => bench::run(&bench::Options::parse(rest)?),
         "demo" => demo::run(&demo::Options::parse(rest)?),
         "soak" => soak::run(&soak::Options::parse(rest)?),

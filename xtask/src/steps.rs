@@ -32,6 +32,9 @@ pub struct Step {
     pub counts: Option<Runner>,
     /// When set, the step is not run and the summary gives this reason.
     pub skip: Option<String>,
+    /// When set, the step is not run and fails with this reason (something it needs could not
+    /// be had).
+    pub fail: Option<String>,
     /// Whether the step fails when its runner ran no test.
     pub requires_tests: bool,
 }
@@ -50,6 +53,7 @@ impl Step {
             env: Vec::new(),
             counts: None,
             skip: None,
+            fail: None,
             requires_tests: false,
         }
     }
@@ -109,6 +113,13 @@ impl Step {
     #[must_use]
     pub fn skip(mut self, reason: impl Into<String>) -> Self {
         self.skip = Some(reason.into());
+        self
+    }
+
+    /// Fails the step without running it, for `reason`.
+    #[must_use]
+    pub fn fail(mut self, reason: impl Into<String>) -> Self {
+        self.fail = Some(reason.into());
         self
     }
 
@@ -280,6 +291,17 @@ pub fn run(steps: &[Step], env: &mut Env) -> Report {
             });
             continue;
         }
+        if let Some(reason) = &step.fail {
+            eprintln!("\n==> {header}: FAILED without running: {reason}");
+            report.outcomes.push(Outcome {
+                name: step.name.clone(),
+                status: Status::Failed(reason.clone()),
+                duration: Duration::ZERO,
+                tests: None,
+                counts_tests: false,
+            });
+            continue;
+        }
         eprintln!("\n==> {header}: {}", step.display());
         let start = Instant::now();
         let outcome = match env.dead_server() {
@@ -296,11 +318,18 @@ pub fn run(steps: &[Step], env: &mut Env) -> Report {
             Err(err) => (Status::Failed(format!("{err:#}")), None),
         };
         let duration = start.elapsed();
-        if let Status::Failed(why) = &status {
-            eprintln!(
-                "==> {header}: FAILED ({why}) after {}",
-                fmt_duration(duration)
-            );
+        // Every step's time as it ends, not only in the summary: long steps (Miri, the S3 suite)
+        // are easier to follow, and a run cut short still shows what the finished steps took.
+        match &status {
+            Status::Failed(why) => {
+                eprintln!(
+                    "==> {header}: FAILED ({why}) after {}",
+                    fmt_duration(duration)
+                );
+            }
+            Status::Ok => eprintln!("==> {header}: ok after {}", fmt_duration(duration)),
+            // Skipped steps never got this far.
+            Status::Skipped(_) => {}
         }
         report.outcomes.push(Outcome {
             name: step.name.clone(),
@@ -527,7 +556,9 @@ fn rustflags_over(
     }
 }
 
-fn append_flags(value: Option<OsString>, flags: &[&str]) -> OsString {
+/// `value` (a variable's, or none) with `flags` appended, space-separated: for variables of
+/// whitespace-separated flags such as `MIRIFLAGS`, so the user's own flags are kept.
+pub fn append_flags(value: Option<OsString>, flags: &[&str]) -> OsString {
     let mut value = value.unwrap_or_default();
     for flag in flags {
         if !value.is_empty() {
@@ -693,6 +724,7 @@ mod tests {
             env: Vec::new(),
             counts: Some(Runner::Nextest),
             skip: None,
+            fail: None,
             requires_tests: true,
         };
         let steps = [

@@ -11,6 +11,11 @@
 //! the in-process server each test starts (what `cargo test` does), and in its own step against
 //! the server [`crate::s3`] chose and started — an endpoint from the environment, `MinIO`,
 //! or s3s-fs. That step must run at least one test.
+//!
+//! Miri's runs ([`crate::miri`]) need rustup's nightly toolchain, which [`plan`] readies as it
+//! starts a server (adding Miri's components and sysroot when missing). When it cannot,
+//! `test-all` skips the Miri step and says so loudly (a warning up front, a note in the summary),
+//! and `ci` ([`Options::require_miri`]) fails that step instead.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 use tempfile::TempDir;
 
+use crate::miri;
 use crate::s3;
 use crate::steps::{self, Env, Runner, Step};
 
@@ -42,11 +48,14 @@ pub fn shuttle_build(step: Step) -> Step {
 /// How long the soak step runs, in seconds.
 const SOAK_SECONDS: &str = "10";
 
-/// Flags of `test-all` (and of `ci`, which ends with it).
+/// Flags of `test-all` (and of `ci`, which ends with it, and of `miri`).
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Passed to the test runners: run every test even after one fails.
     pub no_fail_fast: bool,
+    /// Whether the run fails when Miri cannot run (`ci`), rather than skipping it loudly
+    /// (`test-all`). Not a command-line flag.
+    pub require_miri: bool,
 }
 
 impl Options {
@@ -155,6 +164,16 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
             shuttle.skip(format!("{test} does not exist yet"))
         });
     }
+
+    // The unsafe code's tests under Miri (see `crate::miri`), when a nightly toolchain is here;
+    // the components and Miri's sysroot are installed now if missing.
+    let (miri_steps, miri_notes) = miri::steps_for(
+        miri::prepare(&miri::Tools::from_path()),
+        opts.require_miri,
+        opts,
+    );
+    steps.extend(miri_steps);
+    env.notes.extend(miri_notes);
 
     // A short soak: faults and crashes under concurrent readers and writers, every byte
     // checked (see `crate::soak`). It fails the run when it loses or corrupts anything.
