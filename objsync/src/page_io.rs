@@ -23,7 +23,7 @@ use crate::{Downloader, DownloaderConfig, Error, Op, Result, Uploader, UploaderC
 /// (or shrinking truncate).
 const SIZE_OBJECT: &str = "num_pages";
 
-/// The number of per-page write locks (see `ObjectPageIo::page_locks`).
+/// The number of per-page locks (see `ObjectPageIo::page_locks`).
 const PAGE_LOCK_STRIPES: usize = 64;
 
 /// Settings of an [`ObjectPageIo`].
@@ -127,11 +127,14 @@ pub struct ObjectPageIo {
     /// before the other locks.
     writers: RwLock<()>,
     writes: WriteTracker,
-    /// Orders writes of one page (by page number modulo the stripe count): held by a page's
-    /// upload across its PUT, so that two writes of a page never race in the store — some
-    /// S3-compatible servers (s3s-fs) store an object's data and metadata non-atomically, and
-    /// concurrent PUTs of one key can leave one writer's data with the other's checksum.
-    page_locks: Arc<[tokio::sync::Mutex<()>]>,
+    /// Orders the requests of one page (by page number modulo the stripe count): a page's
+    /// upload holds its stripe for writing across its PUT, a page's download for reading
+    /// across its GET. So two writes of a page never race in the store, and a read never
+    /// overlaps a write of its page: some S3-compatible servers (s3s-fs) store an object's data
+    /// and metadata non-atomically, and a read racing a write there can see one writer's data
+    /// with another's checksum. This is what makes pages atomic (the `PageIo` contract)
+    /// whatever the store does with concurrent requests of one key.
+    page_locks: Arc<[tokio::sync::RwLock<()>]>,
     handle: Handle,
     /// The runtime this owns, if it was not handed one.
     runtime: Option<Runtime>,
@@ -220,7 +223,7 @@ impl ObjectPageIo {
             writers: RwLock::new(()),
             writes: WriteTracker::default(),
             page_locks: (0..PAGE_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
+                .map(|_| tokio::sync::RwLock::new(()))
                 .collect(),
             handle,
             runtime,
@@ -434,7 +437,7 @@ impl ObjectPageIo {
                     let locks = Arc::clone(&locks);
                     async move {
                         // Each future takes one stripe at a time: no lock-order cycles.
-                        let _ordered = locks[(no % locks.len() as u64) as usize].lock().await;
+                        let _ordered = locks[(no % locks.len() as u64) as usize].write().await;
                         (no, uploader.overwrite(&path, data).await)
                     }
                 })
@@ -488,6 +491,7 @@ impl ObjectPageIo {
     fn download(&self, nos: Vec<u64>) -> pageio::Result<Vec<(u64, Option<Bytes>)>> {
         let downloader = self.downloader.clone();
         let prefix = self.prefix.clone();
+        let locks = Arc::clone(&self.page_locks);
         let concurrency = downloader.config().max_concurrency;
         let results = self
             .run("ObjectPageIo read", async move {
@@ -495,7 +499,10 @@ impl ObjectPageIo {
                     .map(|no| {
                         let downloader = downloader.clone();
                         let path = page_path(&prefix, no);
+                        let locks = Arc::clone(&locks);
                         async move {
+                            // One stripe at a time, as in `upload`: no lock-order cycles.
+                            let _ordered = locks[(no % locks.len() as u64) as usize].read().await;
                             match downloader.get(&path).await {
                                 Ok(bytes) => (no, Ok(Some(bytes))),
                                 Err(e) if e.is_not_found() => (no, Ok(None)),
