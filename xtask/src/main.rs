@@ -11,12 +11,14 @@ use std::process::{Command, ExitCode};
 use anyhow::bail;
 
 mod bench;
+mod ceph;
 mod ci;
 mod demo;
 mod miri;
 mod process;
 mod rng;
 mod s3;
+mod s3_cmd;
 mod soak;
 mod steps;
 mod test_all;
@@ -32,7 +34,10 @@ commands:
       toolchain is here (else the Miri step is skipped, with a warning and a note saying why),
       a 10 s soak, then objsync's S3 suite against an S3 server: the endpoint in
       PAGESTORE_S3_ENDPOINT / AWS_ENDPOINT[_URL] (with AWS_BUCKET and keys), else `minio`
-      (MINIO_BIN or PATH), else s3s-fs (installed into .tools on first use). Prints a summary.
+      (MINIO_BIN or PATH), else a throwaway Ceph cluster with its RADOS Gateway (Debian's
+      packages installed on first use, as root), else — said loudly, or when
+      PAGESTORE_S3_NO_CEPH is set — s3s-fs (installed into .tools on first use). Prints which
+      server, its version and start time, and a summary.
   ci [--no-fail-fast]
       cargo fmt --check, clippy with warnings denied (also of pagecache and segcache built with
       --cfg shuttle), cargo doc with warnings denied, then test-all; here a Miri that cannot
@@ -65,6 +70,10 @@ commands:
       every byte read is checked. Ends with one line of figures; fails if anything
       acknowledged was lost or corrupt, or if no fault or crash happened. S: the seed
       (decimal or 0x hex). test-all runs a 10 s soak.
+  s3 up | down | env
+      up: starts the Ceph RGW cluster test-all uses, detached, in target/s3-cluster
+      (installing it on first use) and prints `export` lines for demo --s3 and the S3 suite:
+      eval \"$(cargo xtask s3 up)\". env: prints them again. down: stops its daemons.
   help
       This text.
 ";
@@ -99,6 +108,7 @@ fn dispatch(args: &[OsString]) -> anyhow::Result<()> {
         "bench" => bench::run(&bench::Options::parse(rest)?),
         "demo" => demo::run(&demo::Options::parse(rest)?),
         "soak" => soak::run(&soak::Options::parse(rest)?),
+        "s3" => s3_cmd::run(s3_cmd::Options::parse(rest)?),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

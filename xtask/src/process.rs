@@ -39,8 +39,13 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Spawns `cmd` under a guard named `name` (used in messages).
     pub fn spawn(name: impl Into<String>, mut cmd: Command) -> anyhow::Result<Self> {
+        Self::spawn_mut(name, &mut cmd)
+    }
+
+    /// [`spawn`](Self::spawn) for a command built in place (`Command::new(..).arg(..)`).
+    pub fn spawn_mut(name: impl Into<String>, cmd: &mut Command) -> anyhow::Result<Self> {
         let name = name.into();
-        set_parent_death_signal(&mut cmd);
+        set_parent_death_signal(cmd);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {name} ({})", cmd.get_program().display()))?;
@@ -61,6 +66,11 @@ impl ChildGuard {
     pub fn with_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// The child, e.g. to take its stdout pipe.

@@ -5,10 +5,14 @@
 //!    `AWS_ENDPOINT_URL`, with a bucket and keys in the usual `AWS_*` variables): used as is;
 //! 2. a `minio` binary, named by `MINIO_BIN` or found on `PATH`: started on a free loopback port
 //!    over a temp data dir;
-//! 3. the `s3s-fs` server binary, pinned to [`S3S_FS_VERSION`] and installed by cargo into
-//!    `<workspace>/.tools` on first use (reused after): started the same way.
+//! 3. a throwaway Ceph cluster with its RADOS Gateway ([`crate::ceph`]), Debian's packages
+//!    installed on first use: a production S3 implementation, atomic where s3s-fs is not;
+//! 4. only when Ceph cannot be had (no root, no apt-get, a failed install) or
+//!    `PAGESTORE_S3_NO_CEPH` is set: the `s3s-fs` server binary, pinned to [`S3S_FS_VERSION`]
+//!    and installed by cargo into `<workspace>/.tools` on first use (reused after), started like
+//!    `MinIO` — said loudly, since s3s-fs is a demo server.
 //!
-//! A started server lives in a [`ChildGuard`], so it stops on every exit path; its data dir is a
+//! A started server lives in [`ChildGuard`]s, so it stops on every exit path; its data dir is a
 //! [`TempDir`] removed after it stops. Readiness is a raw HTTP/1.1 request over `std::net` (no
 //! HTTP client in xtask): `GET /minio/health/ready`, which `MinIO` answers with 200 once it can
 //! serve and 503 before; s3s-fs has no such route and answers an unsigned request with 403. So a
@@ -46,9 +50,11 @@ pub const S3S_FS_VERSION: &str = "0.14.1";
 pub const BUCKET: &str = "pagestore-test";
 /// Test credentials of a server that xtask starts (`MinIO` wants a user of 3+ characters and a
 /// password of 8+).
-const ACCESS_KEY: &str = "pagestore-test-key";
-const SECRET_KEY: &str = "pagestore-test-secret";
-const REGION: &str = "us-east-1";
+pub const ACCESS_KEY: &str = "pagestore-test-key";
+/// The secret key that goes with [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "pagestore-test-secret";
+/// The region of a server xtask starts.
+pub const REGION: &str = "us-east-1";
 /// How long a started server gets to answer (`MinIO` formats its drive on first start).
 const READY_TIMEOUT: Duration = Duration::from_mins(1);
 /// Attempts to start a local server: a free port found by binding port 0 may be taken by
@@ -99,6 +105,8 @@ pub enum Kind {
     External,
     /// A `MinIO` binary started by xtask.
     Minio,
+    /// A Ceph cluster with its RADOS Gateway, started by xtask.
+    CephRgw,
     /// The s3s-fs binary started by xtask.
     S3sFs,
 }
@@ -108,6 +116,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Self::External => "external endpoint",
             Self::Minio => "minio",
+            Self::CephRgw => "Ceph RGW",
             Self::S3sFs => "s3s-fs",
         })
     }
@@ -123,9 +132,14 @@ enum Choice {
     },
     /// Start this `MinIO` binary; `from` says how it was found.
     Minio { bin: PathBuf, from: &'static str },
-    /// Start s3s-fs (installed on first use).
-    S3sFs,
+    /// Start a Ceph cluster (installed on first use), or s3s-fs if Ceph cannot be had.
+    Ceph,
+    /// Start s3s-fs (installed on first use); `why` says why not Ceph.
+    S3sFs { why: &'static str },
 }
+
+/// The variable that makes `test-all` skip Ceph for s3s-fs (a quick local run).
+pub const NO_CEPH_VAR: &str = "PAGESTORE_S3_NO_CEPH";
 
 /// The S3 server of a run: where it is, what the S3 step needs to reach it, and, for a server
 /// xtask started, the guard that stops it and its data dir.
@@ -138,8 +152,9 @@ pub struct Server {
     /// Variables for the S3 step: `PAGESTORE_S3_ENDPOINT` (which the suite reads as "use this
     /// server") and the `AWS_*` variables of `objsync::S3Config::from_env`.
     pub vars: Vec<(OsString, OsString)>,
-    /// The process, for servers xtask started; stops it when dropped.
-    pub guard: Option<ChildGuard>,
+    /// The processes, for servers xtask started, in the order to stop them; each stops when
+    /// dropped.
+    pub guards: Vec<ChildGuard>,
     /// The server's scratch directory (data dir and log), removed when dropped. Drop it after
     /// the guard: field order does that for a `Server` dropped whole.
     pub scratch: Option<TempDir>,
@@ -152,10 +167,10 @@ impl Server {
         self.scratch.as_ref().map(|s| s.path().join("data"))
     }
 
-    /// Splits the server into the guard (to be stopped first) and the scratch directory (to be
-    /// removed after).
-    pub fn into_parts(self) -> (Option<ChildGuard>, Option<TempDir>) {
-        (self.guard, self.scratch)
+    /// Splits the server into its guards (to be stopped first, in order) and the scratch
+    /// directory (to be removed after).
+    pub fn into_parts(self) -> (Vec<ChildGuard>, Option<TempDir>) {
+        (self.guards, self.scratch)
     }
 }
 
@@ -167,17 +182,88 @@ pub fn start(vars: &Vars) -> anyhow::Result<Server> {
             let description = format!("minio ({}, from {from})", bin.display());
             start_local(Kind::Minio, &bin, &description)
         }
-        Choice::S3sFs => {
-            let (bin, installed) = ensure_s3s_fs()?;
-            let how = if installed {
-                "installed now"
-            } else {
-                "already installed"
-            };
-            let description = format!("s3s-fs {S3S_FS_VERSION} ({}, {how})", bin.display());
-            start_local(Kind::S3sFs, &bin, &description)
+        Choice::Ceph => {
+            let path = vars.get("PATH").unwrap_or_default();
+            match crate::ceph::ensure_installed(path) {
+                Ok(install) => start_ceph(&install),
+                Err(err) => {
+                    let why = format!("Ceph RGW cannot be had here: {err:#}");
+                    eprintln!("xtask: WARNING: {why}");
+                    eprintln!(
+                        "xtask: WARNING: falling back to s3s-fs, a demo server (not atomic for \
+                         concurrent conditional PUTs, no conditional multipart)"
+                    );
+                    start_s3s_fs(&why)
+                }
+            }
+        }
+        Choice::S3sFs { why } => start_s3s_fs(why),
+    }
+}
+
+/// Starts the pinned s3s-fs (installed on first use); `why` says why not Ceph, loudly.
+fn start_s3s_fs(why: &str) -> anyhow::Result<Server> {
+    let (bin, installed) = ensure_s3s_fs()?;
+    let how = if installed {
+        "installed now"
+    } else {
+        "already installed"
+    };
+    let description = format!(
+        "s3s-fs {S3S_FS_VERSION} ({}, {how}) — FALLBACK, a demo server: {why}",
+        bin.display()
+    );
+    start_local(Kind::S3sFs, &bin, &description)
+}
+
+/// Starts a Ceph cluster in a fresh temp dir (twice at most: a free port found by binding port
+/// 0 may be taken before a daemon binds it).
+fn start_ceph(install: &crate::ceph::Install) -> anyhow::Result<Server> {
+    let version = crate::ceph::version().unwrap_or_else(|| "(unknown version)".into());
+    let account = crate::ceph::Account {
+        access_key: ACCESS_KEY,
+        secret_key: SECRET_KEY,
+        bucket: BUCKET,
+        region: REGION,
+    };
+    let mut last_err = None;
+    for _ in 0..2 {
+        let scratch = tempfile::Builder::new()
+            .prefix("pagestore-ceph-")
+            .tempdir()
+            .context("creating the Ceph cluster's directory")?;
+        match crate::ceph::start(scratch.path(), account, crate::ceph::Mode::Guarded) {
+            Ok(cluster) => {
+                let installed = match install.installed_in {
+                    Some(took) => format!("installed now in {}", crate::steps::fmt_duration(took)),
+                    None => "already installed".into(),
+                };
+                let description = format!(
+                    "Ceph RGW {version} (one monitor, one memstore OSD, radosgw; packages \
+                     {installed}) at {}, bucket {BUCKET}, started in {}",
+                    cluster.endpoint,
+                    crate::steps::fmt_duration(cluster.started_in)
+                );
+                let guards = cluster
+                    .daemons
+                    .into_iter()
+                    .filter_map(|d| match d {
+                        crate::ceph::Daemon::Guarded(guard) => Some(guard),
+                        crate::ceph::Daemon::Detached(_) => None,
+                    })
+                    .collect();
+                return Ok(Server {
+                    kind: Kind::CephRgw,
+                    description,
+                    vars: local_vars(&cluster.endpoint, &format!("ceph-rgw {version}")),
+                    guards,
+                    scratch: Some(scratch),
+                });
+            }
+            Err(err) => last_err = Some(err),
         }
     }
+    Err(last_err.expect("two attempts"))
 }
 
 /// The variables that name an S3 endpoint, first set wins (`test-all` and `demo --s3` alike).
@@ -231,7 +317,12 @@ fn choose(vars: &Vars) -> anyhow::Result<Choice> {
     {
         return Ok(Choice::Minio { bin, from: "PATH" });
     }
-    Ok(Choice::S3sFs)
+    if vars.get(NO_CEPH_VAR).is_some() {
+        return Ok(Choice::S3sFs {
+            why: "PAGESTORE_S3_NO_CEPH is set",
+        });
+    }
+    Ok(Choice::Ceph)
 }
 
 /// An endpoint from the environment: the S3 step inherits the `AWS_*` variables; xtask adds the
@@ -251,7 +342,7 @@ fn external(vars: &Vars, endpoint: &str, from: &'static str) -> Server {
         kind: Kind::External,
         description: format!("external endpoint {endpoint} (from {from}), bucket {bucket}"),
         vars: step_vars,
-        guard: None,
+        guards: Vec::new(),
         scratch: None,
     }
 }
@@ -264,11 +355,15 @@ fn start_local(kind: Kind, bin: &Path, description: &str) -> anyhow::Result<Serv
         match start_once(kind, bin) {
             Ok((guard, scratch, addr)) => {
                 let endpoint = format!("http://{addr}");
+                let server = match kind {
+                    Kind::S3sFs => format!("s3s-fs {S3S_FS_VERSION}"),
+                    other => other.to_string(),
+                };
                 return Ok(Server {
                     kind,
                     description: format!("{description} at {endpoint}, bucket {BUCKET}"),
-                    vars: local_vars(&endpoint, kind),
-                    guard: Some(guard),
+                    vars: local_vars(&endpoint, &server),
+                    guards: vec![guard],
                     scratch: Some(scratch),
                 });
             }
@@ -325,7 +420,9 @@ fn start_once(kind: Kind, bin: &Path) -> Result<(ChildGuard, TempDir, SocketAddr
                 .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                 .arg(&data);
         }
-        Kind::External => unreachable!("external servers are not started"),
+        Kind::External | Kind::CephRgw => {
+            unreachable!("external servers are not started, Ceph is started by crate::ceph")
+        }
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone().context("opening the S3 server's log")?)
@@ -364,15 +461,11 @@ fn start_once(kind: Kind, bin: &Path) -> Result<(ChildGuard, TempDir, SocketAddr
     Ok((guard, scratch, addr))
 }
 
-/// What the S3 step needs to reach a server xtask started.
-fn local_vars(endpoint: &str, kind: Kind) -> Vec<(OsString, OsString)> {
-    let server = match kind {
-        Kind::S3sFs => format!("s3s-fs {S3S_FS_VERSION}"),
-        other => other.to_string(),
-    };
+/// What the S3 step needs to reach a server xtask started; `server` names it in messages.
+pub fn local_vars(endpoint: &str, server: &str) -> Vec<(OsString, OsString)> {
     [
         ("PAGESTORE_S3_ENDPOINT", endpoint),
-        ("PAGESTORE_S3_SERVER", &server),
+        ("PAGESTORE_S3_SERVER", server),
         // Both spellings, so neither a stale one from the caller's shell wins.
         ("AWS_ENDPOINT", endpoint),
         ("AWS_ENDPOINT_URL", endpoint),
@@ -393,7 +486,7 @@ fn local_vars(endpoint: &str, kind: Kind) -> Vec<(OsString, OsString)> {
 }
 
 /// A loopback address with a port that was free a moment ago.
-fn free_loopback_addr() -> io::Result<SocketAddr> {
+pub(crate) fn free_loopback_addr() -> io::Result<SocketAddr> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()
 }
 
@@ -418,7 +511,7 @@ fn probe(addr: SocketAddr) -> io::Result<u16> {
 }
 
 /// The status code of an HTTP/1.x status line (`HTTP/1.1 403 Forbidden`).
-fn parse_status_line(line: &str) -> Option<u16> {
+pub(crate) fn parse_status_line(line: &str) -> Option<u16> {
     let mut words = line.split_whitespace();
     if !words.next()?.starts_with("HTTP/1.") {
         return None;
@@ -427,7 +520,7 @@ fn parse_status_line(line: &str) -> Option<u16> {
 }
 
 /// The last lines of a server log, for error messages.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let Ok(text) = std::fs::read_to_string(path) else {
         return "(no log)".into();
     };
@@ -495,7 +588,7 @@ fn installed_version(bin: &Path) -> Option<String> {
 }
 
 /// The first executable file called `name` in the directories of a `PATH` value.
-fn find_on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str, path: &OsStr) -> Option<PathBuf> {
     std::env::split_paths(path)
         .filter(|dir| !dir.as_os_str().is_empty())
         .map(|dir| dir.join(name))
@@ -586,7 +679,7 @@ exec @S3S_FS@ --host "${address%:*}" --port "${address##*:}" \
             }
         );
         let server = external(&vars, "http://127.0.0.1:9000", "AWS_ENDPOINT_URL");
-        assert!(server.guard.is_none());
+        assert!(server.guards.is_empty());
         let get = |key: &str| {
             server
                 .vars
@@ -638,11 +731,14 @@ exec @S3S_FS@ --host "${address%:*}" --port "${address##*:}" \
         // A directory called `minio`, or a file without an exec bit, is not a binary.
         let empty = tempfile::tempdir().unwrap();
         std::fs::create_dir(empty.path().join("minio")).unwrap();
+        assert_eq!(choose(&vars_with_path(empty.path())).unwrap(), Choice::Ceph);
+        assert_eq!(choose(&Vars::default()).unwrap(), Choice::Ceph);
         assert_eq!(
-            choose(&vars_with_path(empty.path())).unwrap(),
-            Choice::S3sFs
+            choose(&Vars::default().with(NO_CEPH_VAR, "1")).unwrap(),
+            Choice::S3sFs {
+                why: "PAGESTORE_S3_NO_CEPH is set"
+            }
         );
-        assert_eq!(choose(&Vars::default()).unwrap(), Choice::S3sFs);
     }
 
     #[test]
@@ -668,7 +764,7 @@ exec @S3S_FS@ --host "${address%:*}" --port "${address##*:}" \
         let scratch = server.scratch.as_ref().unwrap().path().to_owned();
         let pid = {
             let mut server = server;
-            let guard = server.guard.as_mut().unwrap();
+            let guard = server.guards.first_mut().unwrap();
             assert!(guard.is_running().unwrap());
             let pid = rustix::process::Pid::from_child(guard.child_mut());
             drop(server);
@@ -717,11 +813,17 @@ exec @S3S_FS@ --host "${address%:*}" --port "${address##*:}" \
         check_lifecycle(server);
     }
 
-    /// The fallback path: no endpoint, no `MinIO`, so the pinned s3s-fs is started.
+    /// The fallback path: no endpoint, no `MinIO`, Ceph declined, so the pinned s3s-fs is
+    /// started, and says it is a fallback.
     #[test]
     fn s3s_fs_is_started_readied_given_a_bucket_and_stopped() {
         let empty = tempfile::tempdir().unwrap();
-        let server = start(&vars_with_path(empty.path())).unwrap();
+        let server = start(&vars_with_path(empty.path()).with(NO_CEPH_VAR, "1")).unwrap();
+        assert!(
+            server.description.contains("FALLBACK"),
+            "{}",
+            server.description
+        );
         assert_eq!(server.kind, Kind::S3sFs);
         let vars: BTreeMap<_, _> = server.vars.iter().cloned().collect();
         assert_eq!(

@@ -217,8 +217,8 @@ pub fn plan(opts: &Options) -> anyhow::Result<Plan> {
         step = step.env(key, value);
     }
     steps.push(step);
-    let (guard, dir) = server.into_parts();
-    env.servers.extend(guard);
+    let (guards, dir) = server.into_parts();
+    env.servers.extend(guards);
     scratch.extend(dir);
 
     Ok(Plan {
