@@ -10,17 +10,24 @@ use crate::{Error, Result};
 /// When the [`Downloader`](crate::Downloader) raises a hedge: a second GET for an object whose
 /// first GET has not finished after a delay.
 ///
-/// The delay is the `percentile` of the last `window` GET latencies, clamped to
-/// `[min_delay, max_delay]`, and there is none (no hedging) until `min_samples` latencies have
-/// been seen. Each GET gets at most one hedge; whichever request finishes first wins and the
-/// other is cancelled. The budget keeps hedges at most `max_hedge_ratio` × GETs, counted since
-/// the downloader was created.
+/// The delay is the `percentile` of the last `window` times to first byte (from sending a GET
+/// to its first body bytes), clamped to `[min_delay, max_delay]`, and there is none (no
+/// hedging) until `min_samples` of them have been seen. Time to first byte, not the whole
+/// transfer: a large object takes longer to arrive without being slow to answer, and with
+/// whole-transfer samples the large objects of a mixed workload would be the ones hedged (and
+/// downloaded twice). Each GET gets at most one hedge; whichever request brings its first byte
+/// first wins, and the other is cancelled.
+///
+/// The budget is a token bucket: every GET adds `max_hedge_ratio` tokens, up to
+/// `max_hedge_burst`, and a hedge takes one. So hedges stay at most `max_hedge_ratio` of the
+/// GETs over any stretch of time, plus at most `max_hedge_burst`: credit does not pile up over a
+/// quiet hour, and a burst of slow requests during an incident cannot hedge nearly all of them.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct HedgeConfig {
     /// Whether to hedge at all. Default true.
     pub enabled: bool,
-    /// The latency percentile used as the delay, in (0, 1]. Default 0.95.
+    /// The percentile of the times to first byte used as the delay, in (0, 1]. Default 0.95.
     pub percentile: f64,
     /// The shortest delay. Default 5 ms.
     pub min_delay: Duration,
@@ -28,9 +35,11 @@ pub struct HedgeConfig {
     pub max_delay: Duration,
     /// Latencies needed before the first hedge. Default 20.
     pub min_samples: usize,
-    /// Hedges allowed per GET, in [0, 1]. Default 0.05.
+    /// Hedges allowed per GET, in [0, 1]: the budget's refill per GET. Default 0.05.
     pub max_hedge_ratio: f64,
-    /// Recent latencies kept. Default 512.
+    /// The most hedges the budget can hold in reserve, at least 1 (whole hedges). Default 10.
+    pub max_hedge_burst: f64,
+    /// Recent times to first byte kept. Default 512.
     pub window: usize,
 }
 
@@ -43,6 +52,7 @@ impl Default for HedgeConfig {
             max_delay: Duration::from_secs(2),
             min_samples: 20,
             max_hedge_ratio: 0.05,
+            max_hedge_burst: 10.0,
             window: 512,
         }
     }
@@ -100,6 +110,13 @@ impl HedgeConfig {
         self
     }
 
+    /// Sets [`max_hedge_burst`](Self::max_hedge_burst).
+    #[must_use]
+    pub fn with_max_hedge_burst(mut self, max_hedge_burst: f64) -> Self {
+        self.max_hedge_burst = max_hedge_burst;
+        self
+    }
+
     /// Sets [`window`](Self::window).
     #[must_use]
     pub fn with_window(mut self, window: usize) -> Self {
@@ -119,6 +136,12 @@ impl HedgeConfig {
             return bad(
                 "HedgeConfig::max_hedge_ratio",
                 format!("{} is not in [0, 1]", self.max_hedge_ratio),
+            );
+        }
+        if !(self.max_hedge_burst >= 1.0 && self.max_hedge_burst.is_finite()) {
+            return bad(
+                "HedgeConfig::max_hedge_burst",
+                format!("{} is not a number of at least 1", self.max_hedge_burst),
             );
         }
         if self.min_delay > self.max_delay {
@@ -143,7 +166,7 @@ impl HedgeConfig {
     }
 }
 
-/// The latency window and the budget's running counts.
+/// The window of times to first byte and the budget.
 #[derive(Debug)]
 pub(crate) struct Hedger {
     config: HedgeConfig,
@@ -155,10 +178,9 @@ pub(crate) struct Hedger {
 struct State {
     /// The most recent latencies, oldest first, at most `config.window`.
     latencies: VecDeque<Duration>,
-    /// GETs that could have been hedged (every primary request).
-    requests: u64,
-    /// Hedges raised.
-    hedges: u64,
+    /// Hedges the budget allows now: `max_hedge_ratio` more per GET, at most
+    /// `max_hedge_burst`; a hedge takes one.
+    tokens: f64,
 }
 
 impl Hedger {
@@ -176,7 +198,7 @@ impl Hedger {
     /// off or there are not enough samples yet.
     pub(crate) fn start(&self) -> Option<Duration> {
         let mut state = self.state.lock();
-        state.requests += 1;
+        state.tokens = (state.tokens + self.config.max_hedge_ratio).min(self.config.max_hedge_burst);
         if !self.config.enabled || state.latencies.len() < self.config.min_samples.max(1) {
             return None;
         }
@@ -200,14 +222,13 @@ impl Hedger {
         (*value).clamp(self.config.min_delay, self.config.max_delay)
     }
 
-    /// Takes a hedge from the budget: true when one more hedge keeps hedges within
-    /// `max_hedge_ratio` × requests.
+    /// Takes a hedge from the budget: true when the bucket holds a whole hedge.
     pub(crate) fn try_hedge(&self) -> bool {
         let mut state = self.state.lock();
-        let allowed =
-            (state.hedges + 1) as f64 <= self.config.max_hedge_ratio * state.requests as f64;
+        // A little slack for the sum of many small refills.
+        let allowed = state.tokens >= 1.0 - 1e-9;
         if allowed {
-            state.hedges += 1;
+            state.tokens = (state.tokens - 1.0).max(0.0);
         }
         allowed
     }
@@ -296,6 +317,29 @@ mod tests {
         assert!(!none.try_hedge());
     }
 
+    /// Credit does not pile up: after a quiet stretch of 10 000 GETs that needed no hedge, a
+    /// burst of 200 slow GETs gets at most the burst plus its own share, not one hedge each.
+    #[test]
+    fn budget_does_not_pile_up_over_a_quiet_stretch() {
+        let h = Hedger::new(
+            HedgeConfig::default()
+                .with_max_hedge_ratio(0.05)
+                .with_max_hedge_burst(10.0),
+        );
+        for _ in 0..10_000 {
+            h.start();
+        }
+        let mut hedges = 0;
+        for _ in 0..200 {
+            h.start();
+            if h.try_hedge() {
+                hedges += 1;
+            }
+        }
+        assert!(hedges <= 10 + 10, "{hedges} of 200 GETs hedged after a quiet stretch");
+        assert!(hedges >= 10, "the reserve was there: {hedges}");
+    }
+
     #[test]
     fn bad_configs_are_rejected() {
         for config in [
@@ -304,6 +348,8 @@ mod tests {
             HedgeConfig::default().with_percentile(f64::NAN),
             HedgeConfig::default().with_max_hedge_ratio(-0.1),
             HedgeConfig::default().with_max_hedge_ratio(f64::NAN),
+            HedgeConfig::default().with_max_hedge_burst(0.5),
+            HedgeConfig::default().with_max_hedge_burst(f64::INFINITY),
             HedgeConfig::default()
                 .with_min_delay(ms(10))
                 .with_max_delay(ms(1)),
