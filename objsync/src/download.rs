@@ -2,13 +2,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{Attributes, GetOptions, GetRange, ObjectMeta, ObjectStore};
@@ -17,7 +19,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::hedge::Hedger;
-use crate::retry::{Rng, with_retries};
+use crate::retry::{Attempts, Rng, with_retries};
 use crate::stats::{Gate, Slot, Stats};
 use crate::upload::store_error;
 use crate::{Counters, Error, HedgeConfig, Op, Result, RetryConfig, checksum};
@@ -126,8 +128,9 @@ impl DownloaderConfig {
 ///   cancelled. A `get` that starts after a download finished starts a new one (this is not a
 ///   cache).
 /// - **Hedged**: see [`HedgeConfig`]. The first GET of an object is raced against a second one
-///   raised after a delay taken from recent latencies; the loser is cancelled. A hedge needs a
-///   free request slot at once and budget left, or it is skipped.
+///   raised after a delay taken from recent times to first byte, until one of them brings its
+///   first bytes; the other is cancelled. A hedge needs a free request slot at once and budget
+///   left, or it is skipped.
 /// - **Ranged**: an object larger than [`DownloaderConfig::range_threshold`] (its size is
 ///   learnt from the first GET's headers) is read as parallel range GETs of
 ///   [`DownloaderConfig::range_size`]: the first range from the first GET's body, the rest
@@ -135,6 +138,9 @@ impl DownloaderConfig {
 /// - **Verified**: the length must match the object's size, and the CRC32C stored by the
 ///   [`Uploader`](crate::Uploader) (when there is one) must match. A failed verification is
 ///   retried like a transient error.
+/// - **Streamed**, with [`get_into`](Self::get_into): the bytes go to a [`DownloadSink`] as they
+///   arrive (a cache slot, a file), so memory stays at the in-flight chunks, whatever the
+///   object's size. [`get`](Self::get) is `get_into` a buffer, shared by its callers.
 ///
 /// Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -177,13 +183,96 @@ impl Drop for FlightGuard {
     }
 }
 
-/// What the first GET of an object brought back.
-struct Probe {
+/// A first GET of an object that has brought its first body bytes, with the rest of its body
+/// to come. Holds its request slot.
+struct Opened<'a> {
     meta: ObjectMeta,
     attributes: Attributes,
-    /// The whole object, or (when it is larger than `range_threshold`) a prefix of it at
-    /// least `range_size` bytes long.
-    data: Bytes,
+    /// The first chunk (`None` for an empty body).
+    first: Option<Bytes>,
+    rest: BoxStream<'static, object_store::Result<Bytes>>,
+    _slot: Slot<'a>,
+}
+
+/// What the sink of a streamed download says: `Err` stops the download (not retried).
+pub type SinkResult = std::result::Result<(), Box<dyn std::error::Error + Send + Sync + 'static>>;
+
+/// Where [`Downloader::get_into`] puts an object's bytes as they arrive: a cache slot, a file, a
+/// buffer.
+///
+/// The downloader calls [`begin`](Self::begin) with the object's length, then
+/// [`write`](Self::write) with its bytes in order, from offset 0 to the end. A transfer that
+/// fails part-way and is tried again starts over: `begin` again, then writes from 0. The bytes
+/// are verified (length and checksum) only once they are all written, so until `get_into`
+/// returns `Ok` the sink holds bytes nobody should trust.
+pub trait DownloadSink: Send {
+    /// The object is `len` bytes long; called before its first byte, and again before a transfer
+    /// that starts over. An error refuses the object (say, no room for it): the download fails
+    /// with [`Error::Sink`], or with the error itself when it is an objsync [`Error`].
+    fn begin(&mut self, len: u64) -> impl Future<Output = SinkResult> + Send;
+
+    /// `data` is the object's bytes from `offset` on.
+    fn write(&mut self, offset: u64, data: Bytes) -> impl Future<Output = SinkResult> + Send;
+}
+
+/// What [`Downloader::get_into`] put into its sink: the object's length and the CRC32C of its
+/// bytes, verified against the stored checksum when there is one (so a cache can keep it
+/// without reading the bytes again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Downloaded {
+    /// The object's length in bytes.
+    pub len: u64,
+    /// The CRC32C of its bytes.
+    pub crc32c: u32,
+}
+
+/// The sink of [`Downloader::get`]: the object in memory.
+#[derive(Default)]
+struct BufferSink {
+    /// The whole object when it came as one chunk (no copy), else `None`.
+    whole: Option<Bytes>,
+    buf: Vec<u8>,
+    len: usize,
+    path: String,
+}
+
+impl BufferSink {
+    fn into_bytes(self) -> Bytes {
+        self.whole.unwrap_or_else(|| Bytes::from(self.buf))
+    }
+}
+
+impl DownloadSink for BufferSink {
+    async fn begin(&mut self, len: u64) -> SinkResult {
+        let too_large = || Error::TooLarge {
+            path: self.path.clone(),
+            size: len,
+            reason: "it does not fit in memory",
+        };
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        self.whole = None;
+        self.buf.clear();
+        self.len = len;
+        Ok(())
+    }
+
+    async fn write(&mut self, offset: u64, data: Bytes) -> SinkResult {
+        if offset == 0 && data.len() == self.len {
+            self.whole = Some(data);
+            return Ok(());
+        }
+        if self.buf.capacity() < self.len {
+            self.buf
+                .try_reserve_exact(self.len - self.buf.len())
+                .map_err(|_| Error::TooLarge {
+                    path: self.path.clone(),
+                    size: self.len as u64,
+                    reason: "it does not fit in memory",
+                })?;
+        }
+        self.buf.extend_from_slice(&data);
+        Ok(())
+    }
 }
 
 impl Downloader {
@@ -221,6 +310,21 @@ impl Downloader {
                     source: shared,
                 },
             })
+    }
+
+    /// Streams the object at `path` into `sink` (see [`DownloadSink`]) and returns its length
+    /// and verified checksum. Bounded, hedged, ranged, retried and verified like
+    /// [`get`](Self::get), but not coalesced: each call has a sink of its own, so callers that
+    /// want one download per object coalesce themselves (as `segcache::SegmentStore` does).
+    /// Memory in use is the chunks in flight — at most `range_concurrency` ranges of
+    /// `range_size` for an object past `range_threshold`, else the store's chunks — not the
+    /// object.
+    ///
+    /// A missing object is [`Error::NotFound`]; a sink that fails is [`Error::Sink`] (or its own
+    /// objsync error). On any error the sink holds unverified bytes.
+    pub async fn get_into<S: DownloadSink>(&self, path: &Path, sink: &mut S) -> Result<Downloaded> {
+        let span = tracing::debug_span!("objsync.get_into", %path);
+        self.inner.download(path, sink).instrument(span).await
     }
 
     /// Makes later [`get`](Self::get)s of `path` start a new download instead of joining one in
@@ -272,7 +376,15 @@ impl Downloader {
         };
         let span = tracing::debug_span!("objsync.get", %path);
         let download = async move {
-            let result = guard.inner.download(&guard.path).await;
+            let mut sink = BufferSink {
+                path: guard.path.to_string(),
+                ..BufferSink::default()
+            };
+            let result = guard
+                .inner
+                .download(&guard.path, &mut sink)
+                .await
+                .map(|_| sink.into_bytes());
             // The entry goes before the result is handed out: a `get` from now on starts anew.
             drop(guard);
             result.map_err(Arc::new)
@@ -299,30 +411,117 @@ impl fmt::Debug for Downloader {
 }
 
 impl Inner {
-    async fn download(&self, path: &Path) -> Result<Bytes> {
-        let stats = &self.gate.stats;
-        let probe = with_retries(&self.config.retry, &self.rng, stats, |attempt| async move {
-            let probe = self.hedged_probe(path, attempt).await?;
-            if probe.data.len() as u64 == probe.meta.size {
-                verify_checksum(path, &probe.attributes, &probe.data)?;
+    /// Downloads `path` into `sink`, trying the whole transfer again after a transient failure
+    /// or a failed verification.
+    async fn download<S: DownloadSink>(&self, path: &Path, sink: &mut S) -> Result<Downloaded> {
+        let mut attempts = Attempts::new(&self.config.retry, &self.rng, &self.gate.stats);
+        loop {
+            match self.transfer(path, sink, attempts.number()).await {
+                Ok(downloaded) => return Ok(downloaded),
+                Err(error) => attempts.retry_after(error).await?,
             }
-            Ok(probe)
-        })
-        .await?;
-        if probe.data.len() as u64 == probe.meta.size {
-            return Ok(probe.data);
         }
-        let data = self.fetch_ranges(path, &probe).await?;
-        verify_checksum(path, &probe.attributes, &data)?;
-        Ok(data)
     }
 
-    /// The first GET of `path`, hedged.
-    async fn hedged_probe(&self, path: &Path, attempt: u32) -> Result<Probe> {
+    /// One transfer of `path` into `sink`: the hedged first GET's body (all of it, or the first
+    /// range of a large object), then the rest as parallel range GETs (each retried on its own),
+    /// written in order; then the length and checksum are verified.
+    async fn transfer<S: DownloadSink>(
+        &self,
+        path: &Path,
+        sink: &mut S,
+        attempt: u32,
+    ) -> Result<Downloaded> {
+        let opened = self.hedged_open(path, attempt).await?;
+        let size = opened.meta.size;
+        let meta = opened.meta.clone();
+        let attributes = opened.attributes.clone();
+        sink.begin(size).await.map_err(|e| sink_error(path, e))?;
+        let first_end = if size > self.config.range_threshold {
+            self.config.range_size.min(size)
+        } else {
+            size
+        };
+        let mut at = 0u64;
+        let mut crc = 0u32;
+        let Opened {
+            mut first,
+            mut rest,
+            _slot: slot,
+            ..
+        } = opened;
+        loop {
+            let chunk = match first.take() {
+                Some(chunk) => chunk,
+                // Everything received is kept: a store that sends more than `range_size` in its
+                // first chunks (an in-memory or local one sends it all) saves range requests.
+                None if at >= first_end => break,
+                None => match rest.next().await {
+                    Some(chunk) => {
+                        chunk.map_err(|source| store_error(Op::Get, path, attempt, source))?
+                    }
+                    None => break,
+                },
+            };
+            Stats::add(&self.gate.stats.bytes_down, chunk.len() as u64);
+            let end = at + chunk.len() as u64;
+            if end > size {
+                return Err(corrupt(
+                    path,
+                    format!("the body is longer than its {size} bytes"),
+                ));
+            }
+            crc = crc32c::crc32c_append(crc, &chunk);
+            sink.write(at, chunk)
+                .await
+                .map_err(|e| sink_error(path, e))?;
+            at = end;
+        }
+        // Ends the first GET's transfer (the rest comes as ranges) and frees its slot.
+        drop((rest, slot));
+        if at < first_end {
+            return Err(corrupt(
+                path,
+                format!("the body ended after {at} of {size} bytes"),
+            ));
+        }
+        if at < size {
+            let step = self.config.range_size;
+            let ranges = (0..(size - at).div_ceil(step))
+                .map(move |i| at + i * step..(at + (i + 1) * step).min(size));
+            let e_tag = meta.e_tag.as_deref();
+            let mut parts = futures::stream::iter(ranges)
+                .map(|range| {
+                    with_retries(
+                        &self.config.retry,
+                        &self.rng,
+                        &self.gate.stats,
+                        move |attempt| self.get_range(path, range.clone(), e_tag, attempt),
+                    )
+                })
+                .buffered(self.config.range_concurrency);
+            while let Some(part) = parts.try_next().await? {
+                let end = at + part.len() as u64;
+                crc = crc32c::crc32c_append(crc, &part);
+                sink.write(at, part)
+                    .await
+                    .map_err(|e| sink_error(path, e))?;
+                at = end;
+            }
+        }
+        verify_checksum(path, &attributes, crc)?;
+        Ok(Downloaded {
+            len: size,
+            crc32c: crc,
+        })
+    }
+
+    /// The first GET of `path`, hedged on its time to first byte.
+    async fn hedged_open(&self, path: &Path, attempt: u32) -> Result<Opened<'_>> {
         let slot = self.gate.slot().await?;
         let delay = self.hedger.start();
         let started = Instant::now();
-        let primary = self.probe(path, attempt, slot);
+        let primary = self.open(path, attempt, slot);
         let Some(delay) = delay else {
             return self.recorded(primary.await, started);
         };
@@ -345,142 +544,66 @@ impl Inner {
         Stats::add(&stats.hedges_raised, 1);
         tracing::debug!(%path, ?delay, "raising a hedged GET");
         let hedge_started = Instant::now();
-        let hedge = self.probe(path, attempt, hedge_slot);
+        let hedge = self.open(path, attempt, hedge_slot);
         tokio::pin!(hedge);
         tokio::select! {
             biased;
             result = &mut primary => match result {
                 // The hedge is dropped here: its request is cancelled.
-                Ok(probe) => self.recorded(Ok(probe), started),
+                Ok(opened) => self.recorded(Ok(opened), started),
                 Err(_) => self.hedge_result(hedge.await, hedge_started),
             },
             result = &mut hedge => match result {
-                Ok(probe) => {
+                Ok(opened) => {
                     // The primary is dropped (cancelled) on return. Its time so far is a lower
-                    // bound on its latency: keeping it stops the window from forgetting slow
-                    // requests just because their hedges won.
+                    // bound on its time to first byte: keeping it stops the window from
+                    // forgetting slow requests just because their hedges won.
                     self.hedger.record(started.elapsed());
-                    self.hedge_result(Ok(probe), hedge_started)
+                    self.hedge_result(Ok(opened), hedge_started)
                 }
                 Err(_) => self.recorded(primary.await, started),
             },
         }
     }
 
-    fn recorded(&self, result: Result<Probe>, started: Instant) -> Result<Probe> {
+    fn recorded<'a>(&self, result: Result<Opened<'a>>, started: Instant) -> Result<Opened<'a>> {
         if result.is_ok() {
             self.hedger.record(started.elapsed());
         }
         result
     }
 
-    fn hedge_result(&self, result: Result<Probe>, started: Instant) -> Result<Probe> {
+    fn hedge_result<'a>(&self, result: Result<Opened<'a>>, started: Instant) -> Result<Opened<'a>> {
         if result.is_ok() {
             Stats::add(&self.gate.stats.hedges_won, 1);
         }
         self.recorded(result, started)
     }
 
-    /// One GET of `path`: the whole body, or, when the object is larger than
-    /// `range_threshold`, the chunks that brought at least its first `range_size` bytes. Holds
-    /// `slot` throughout.
-    async fn probe(&self, path: &Path, attempt: u32, slot: Slot<'_>) -> Result<Probe> {
+    /// One GET of `path`, up to its first body bytes (or its end, for an empty object). Holds
+    /// `slot` until the transfer is dropped.
+    async fn open<'a>(&self, path: &Path, attempt: u32, slot: Slot<'a>) -> Result<Opened<'a>> {
         let result = self
             .store
             .get_opts(path, GetOptions::default())
             .await
             .map_err(|source| store_error(Op::Get, path, attempt, source))?;
-        let size = result.meta.size;
-        let want = if size > self.config.range_threshold {
-            self.config.range_size.min(size)
-        } else {
-            size
-        };
-        let want_len = usize::try_from(want).map_err(|_| Error::TooLarge {
-            path: path.to_string(),
-            size,
-            reason: "it does not fit in this process's address space",
-        })?;
         let meta = result.meta.clone();
         let attributes = result.attributes.clone();
-        let whole = want == size;
-        let mut stream = result.into_stream();
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let mut got = 0usize;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|source| store_error(Op::Get, path, attempt, source))?;
-            Stats::add(&self.gate.stats.bytes_down, chunk.len() as u64);
-            got = got.saturating_add(chunk.len());
-            if got as u64 > size {
-                return Err(corrupt(
-                    path,
-                    format!("the body is longer than its {size} bytes"),
-                ));
+        let mut rest = result.into_stream();
+        let first = match rest.next().await {
+            Some(chunk) => {
+                Some(chunk.map_err(|source| store_error(Op::Get, path, attempt, source))?)
             }
-            chunks.push(chunk);
-            if got >= want_len && !whole {
-                // The rest comes as range GETs; dropping the stream ends this transfer.
-                break;
-            }
-        }
-        drop(stream);
-        drop(slot);
-        if got < want_len {
-            return Err(corrupt(
-                path,
-                format!("the body ended after {got} of {size} bytes"),
-            ));
-        }
-        // Everything received is kept: a store that sends more than `range_size` in its first
-        // chunks (an in-memory or local one sends it all) saves range requests.
-        let data = if chunks.len() == 1 {
-            chunks.pop().unwrap_or_default()
-        } else {
-            let mut joined = BytesMut::with_capacity(got);
-            for chunk in &chunks {
-                joined.extend_from_slice(chunk);
-            }
-            joined.freeze()
+            None => None,
         };
-        Ok(Probe {
+        Ok(Opened {
             meta,
             attributes,
-            data,
+            first,
+            rest,
+            _slot: slot,
         })
-    }
-
-    /// The rest of a large object after its probe, as parallel range GETs pinned to the
-    /// probe's `ETag`, assembled in order.
-    async fn fetch_ranges(&self, path: &Path, probe: &Probe) -> Result<Bytes> {
-        let size = probe.meta.size;
-        let too_large = || Error::TooLarge {
-            path: path.to_string(),
-            size,
-            reason: "it does not fit in memory",
-        };
-        let total = usize::try_from(size).map_err(|_| too_large())?;
-        let mut out = Vec::new();
-        out.try_reserve_exact(total).map_err(|_| too_large())?;
-        out.extend_from_slice(&probe.data);
-        let step = self.config.range_size;
-        let start = probe.data.len() as u64;
-        let ranges = (0..(size - start).div_ceil(step))
-            .map(move |i| start + i * step..(start + (i + 1) * step).min(size));
-        let e_tag = probe.meta.e_tag.as_deref();
-        let mut parts = futures::stream::iter(ranges)
-            .map(|range| {
-                with_retries(
-                    &self.config.retry,
-                    &self.rng,
-                    &self.gate.stats,
-                    move |attempt| self.get_range(path, range.clone(), e_tag, attempt),
-                )
-            })
-            .buffered(self.config.range_concurrency);
-        while let Some(part) = parts.try_next().await? {
-            out.extend_from_slice(&part);
-        }
-        Ok(Bytes::from(out))
     }
 
     async fn get_range(
@@ -532,21 +655,27 @@ fn corrupt(path: &Path, what: String) -> Error {
     }
 }
 
-/// Checks `data` against the CRC32C stored with the object, if any.
-fn verify_checksum(path: &Path, attributes: &Attributes, data: &[u8]) -> Result<()> {
+/// A sink's error as the download's: its own when it is an objsync error, else
+/// [`Error::Sink`].
+fn sink_error(path: &Path, error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Error {
+    match error.downcast::<Error>() {
+        Ok(own) => *own,
+        Err(source) => Error::Sink {
+            path: path.to_string(),
+            source,
+        },
+    }
+}
+
+/// Checks the CRC32C of the bytes received against the one stored with the object, if any.
+fn verify_checksum(path: &Path, attributes: &Attributes, actual: u32) -> Result<()> {
     match checksum::stored(attributes) {
         Ok(None) => Ok(()),
-        Ok(Some(expected)) => {
-            let actual = crc32c::crc32c(data);
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(corrupt(
-                    path,
-                    format!("crc32c is {actual:08x}, the object's metadata says {expected:08x}"),
-                ))
-            }
-        }
+        Ok(Some(expected)) if actual == expected => Ok(()),
+        Ok(Some(expected)) => Err(corrupt(
+            path,
+            format!("crc32c is {actual:08x}, the object's metadata says {expected:08x}"),
+        )),
         Err(what) => Err(corrupt(path, what)),
     }
 }
@@ -773,6 +902,112 @@ mod tests {
         assert_eq!(stats.hedges_raised, 10);
         assert_eq!(stats.hedges_skipped, 89);
         assert_eq!(store.counts().of(FaultOp::Get), 110);
+    }
+
+    /// Mixed sizes over a link of 1 MB/s: a 4 MiB object takes seconds to arrive but answers as
+    /// fast as a small one, so it is not hedged (with whole-transfer samples it would be, and be
+    /// downloaded twice); a small object whose first byte is late is.
+    #[tokio::test(start_paused = true)]
+    async fn hedging_follows_the_time_to_first_byte() {
+        let store = store_with(
+            FaultConfig::default()
+                .with_latency(ms(5))
+                .with_chunk_size(4096)
+                .with_bandwidth(1_000_000),
+        );
+        let small = Path::from("m/small");
+        let large = Path::from("m/large");
+        put(&store, &small, &data(4096, 7)).await;
+        put(&store, &large, &data(4 << 20, 8)).await;
+        let dl = Downloader::new(store.clone(), hedging(5, ms(500), 1.0)).unwrap();
+        for _ in 0..10 {
+            dl.get(&small).await.unwrap();
+        }
+        let delay = dl.hedge_delay().expect("enough samples");
+        assert!(delay < ms(20), "{delay:?}");
+
+        let start = tokio::time::Instant::now();
+        assert_eq!(dl.get(&large).await.unwrap(), data(4 << 20, 8));
+        assert!(
+            start.elapsed() > Duration::from_secs(4),
+            "the transfer takes its time"
+        );
+        assert_eq!(
+            dl.stats().hedges_raised,
+            0,
+            "a slow transfer is not a slow answer"
+        );
+        assert_eq!(store.counts().of(FaultOp::Get), 11);
+
+        // A late first byte is hedged.
+        store.script(FaultOp::Get, [Fault::Delay(Duration::from_secs(2))]);
+        let start = tokio::time::Instant::now();
+        dl.get(&small).await.unwrap();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert_eq!((dl.stats().hedges_raised, dl.stats().hedges_won), (1, 1));
+    }
+
+    /// A streamed download puts the verified bytes into the sink in order, reports their
+    /// checksum, and starts over (from `begin`) when a transfer fails part-way.
+    #[tokio::test(start_paused = true)]
+    async fn get_into_streams_in_order_and_starts_over_after_a_failure() {
+        struct Refuse;
+        impl DownloadSink for Refuse {
+            async fn begin(&mut self, _: u64) -> SinkResult {
+                Err("no room".into())
+            }
+            async fn write(&mut self, _: u64, _: Bytes) -> SinkResult {
+                unreachable!("refused at begin")
+            }
+        }
+        #[derive(Default)]
+        struct Recorder {
+            begins: Vec<u64>,
+            bytes: Vec<u8>,
+            chunks: usize,
+        }
+        impl DownloadSink for Recorder {
+            async fn begin(&mut self, len: u64) -> SinkResult {
+                self.begins.push(len);
+                self.bytes.clear();
+                Ok(())
+            }
+            async fn write(&mut self, offset: u64, data: Bytes) -> SinkResult {
+                assert_eq!(offset, self.bytes.len() as u64, "in order");
+                self.bytes.extend_from_slice(&data);
+                self.chunks += 1;
+                Ok(())
+            }
+        }
+        let store = store_with(FaultConfig::default().with_chunk_size(1000));
+        let path = Path::from("s/1");
+        let bytes = data(10_000, 9);
+        put(&store, &path, &bytes).await;
+        let config = no_hedging()
+            .with_range_threshold(4000)
+            .with_range_size(3000);
+        let dl = Downloader::new(store.clone(), config).unwrap();
+        let mut sink = Recorder::default();
+        let done = dl.get_into(&path, &mut sink).await.unwrap();
+        assert_eq!(done.len, 10_000);
+        assert_eq!(done.crc32c, crc32c::crc32c(&bytes));
+        assert_eq!(sink.bytes, bytes);
+        assert_eq!(sink.begins, [10_000]);
+        // The first range came from the first GET in chunks; the rest as ranges of 3000.
+        assert_eq!(sink.chunks, 3 + 3);
+
+        // A damaged range fails verification: the transfer starts over and the sink ends whole.
+        store.script(FaultOp::Get, [Fault::Pass, Fault::Corrupt]);
+        let mut sink = Recorder::default();
+        dl.get_into(&path, &mut sink).await.unwrap();
+        assert_eq!(sink.begins, [10_000, 10_000]);
+        assert_eq!(sink.bytes, bytes);
+
+        // A sink that refuses stops the download at once, not retried.
+        let gets = store.counts().of(FaultOp::Get);
+        let err = dl.get_into(&path, &mut Refuse).await.unwrap_err();
+        assert!(matches!(err, Error::Sink { .. }), "{err:?}");
+        assert_eq!(store.counts().of(FaultOp::Get), gets + 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -186,6 +186,16 @@ pub enum Error {
         /// What was shut down.
         what: &'static str,
     },
+    /// The sink of a streamed download ([`Downloader::get_into`](crate::Downloader::get_into))
+    /// refused the object or its bytes (no room for it, a failed write). Not retried.
+    #[error("the sink of the download of {path} failed")]
+    Sink {
+        /// The object.
+        path: String,
+        /// The sink's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
 }
 
 fn fmt_crc(crc: Option<u32>) -> impl fmt::Display {

@@ -117,6 +117,10 @@ pub struct FaultConfig {
     /// Delivers GET bodies in chunks of at most this many bytes, as a network would (the
     /// in-memory store hands out whole objects). Default `None`: as the wrapped store does.
     pub chunk_size: Option<usize>,
+    /// Delivers GET bodies at this many bytes per second (each chunk after the time its bytes
+    /// take), so a large object takes longer than a small one, as over a network. The
+    /// latencies above come before the first byte. Default `None`: at once.
+    pub bandwidth: Option<u64>,
 }
 
 impl Default for FaultConfig {
@@ -130,6 +134,7 @@ impl Default for FaultConfig {
             lost_ack_rate: 0.0,
             ops: None,
             chunk_size: None,
+            bandwidth: None,
         }
     }
 }
@@ -182,6 +187,13 @@ impl FaultConfig {
     #[must_use]
     pub fn with_chunk_size(mut self, chunk_size: usize) -> Self {
         self.chunk_size = Some(chunk_size);
+        self
+    }
+
+    /// Sets [`bandwidth`](Self::bandwidth), in bytes per second (at least 1).
+    #[must_use]
+    pub fn with_bandwidth(mut self, bytes_per_second: u64) -> Self {
+        self.bandwidth = Some(bytes_per_second.max(1));
         self
     }
 
@@ -546,6 +558,43 @@ fn rechunk(result: GetResult, size: usize) -> GetResult {
     }
 }
 
+/// `result` with each body chunk delivered after the time its bytes take at `rate` bytes per
+/// second.
+fn throttle(result: GetResult, rate: u64) -> GetResult {
+    let GetResult {
+        payload,
+        meta,
+        range,
+        attributes,
+        extensions,
+    } = result;
+    let body = GetResult {
+        payload,
+        meta: meta.clone(),
+        range: range.clone(),
+        attributes: attributes.clone(),
+        extensions: extensions.clone(),
+    }
+    .into_stream();
+    let paced = body.then(move |chunk| async move {
+        if let Ok(bytes) = &chunk {
+            let nanos = (bytes.len() as u128 * 1_000_000_000) / u128::from(rate);
+            tokio::time::sleep(Duration::from_nanos(
+                u64::try_from(nanos).unwrap_or(u64::MAX),
+            ))
+            .await;
+        }
+        chunk
+    });
+    GetResult {
+        payload: GetResultPayload::Stream(paced.boxed()),
+        meta,
+        range,
+        attributes,
+        extensions,
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FaultyStore {
     async fn put_opts(
@@ -609,9 +658,16 @@ impl ObjectStore for FaultyStore {
             }
             _ => result,
         };
-        let chunk_size = self.state.plan.lock().config.chunk_size;
-        Ok(match chunk_size {
+        let (chunk_size, bandwidth) = {
+            let plan = self.state.plan.lock();
+            (plan.config.chunk_size, plan.config.bandwidth)
+        };
+        let result = match chunk_size {
             Some(size) if op == FaultOp::Get => rechunk(result, size.max(1)),
+            _ => result,
+        };
+        Ok(match bandwidth {
+            Some(rate) if op == FaultOp::Get => throttle(result, rate),
             _ => result,
         })
     }

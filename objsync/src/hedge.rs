@@ -198,7 +198,8 @@ impl Hedger {
     /// off or there are not enough samples yet.
     pub(crate) fn start(&self) -> Option<Duration> {
         let mut state = self.state.lock();
-        state.tokens = (state.tokens + self.config.max_hedge_ratio).min(self.config.max_hedge_burst);
+        state.tokens =
+            (state.tokens + self.config.max_hedge_ratio).min(self.config.max_hedge_burst);
         if !self.config.enabled || state.latencies.len() < self.config.min_samples.max(1) {
             return None;
         }
@@ -336,7 +337,10 @@ mod tests {
                 hedges += 1;
             }
         }
-        assert!(hedges <= 10 + 10, "{hedges} of 200 GETs hedged after a quiet stretch");
+        assert!(
+            hedges <= 10 + 10,
+            "{hedges} of 200 GETs hedged after a quiet stretch"
+        );
         assert!(hedges >= 10, "the reserve was there: {hedges}");
     }
 

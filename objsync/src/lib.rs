@@ -51,7 +51,7 @@
 //!   in-process S3 server for integration tests).
 
 pub use checksum::CHECKSUM_METADATA_KEY;
-pub use download::{Downloader, DownloaderConfig};
+pub use download::{DownloadSink, Downloaded, Downloader, DownloaderConfig, SinkResult};
 pub use error::{Error, Op, Result};
 #[cfg(any(test, feature = "faults"))]
 pub use faulty::{Fault, FaultConfig, FaultCounts, FaultOp, FaultyStore, InjectedFault};

@@ -148,18 +148,52 @@ where
     F: FnMut(u32) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut n = 1;
+    let mut attempts = Attempts::new(config, rng, stats);
     loop {
-        match attempt(n).await {
+        match attempt(attempts.number()).await {
             Ok(value) => return Ok(value),
-            Err(error) if n < config.max_attempts && error.is_transient() => {
-                let delay = config.backoff(n, rng.next_u64());
-                tracing::debug!(attempt = n, ?delay, %error, "retrying after a transient error");
-                stats.retries.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(delay).await;
-                n += 1;
-            }
-            Err(error) => return Err(error),
+            Err(error) => attempts.retry_after(error).await?,
+        }
+    }
+}
+
+/// The attempts of one operation, for loops that [`with_retries`] cannot express (an attempt
+/// that borrows something mutably across its `.await`s).
+pub(crate) struct Attempts<'a> {
+    config: &'a RetryConfig,
+    rng: &'a Rng,
+    stats: &'a Stats,
+    n: u32,
+}
+
+impl<'a> Attempts<'a> {
+    pub(crate) fn new(config: &'a RetryConfig, rng: &'a Rng, stats: &'a Stats) -> Self {
+        Self {
+            config,
+            rng,
+            stats,
+            n: 1,
+        }
+    }
+
+    /// The number of the attempt under way, from 1.
+    pub(crate) fn number(&self) -> u32 {
+        self.n
+    }
+
+    /// After attempt [`number`](Self::number) failed with `error`: waits the backoff and
+    /// returns `Ok` when another attempt is due (it is counted as a retry), or returns the
+    /// error when it is final or the attempts are spent.
+    pub(crate) async fn retry_after(&mut self, error: Error) -> Result<()> {
+        if self.n < self.config.max_attempts && error.is_transient() {
+            let delay = self.config.backoff(self.n, self.rng.next_u64());
+            tracing::debug!(attempt = self.n, ?delay, %error, "retrying after a transient error");
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            self.n += 1;
+            Ok(())
+        } else {
+            Err(error)
         }
     }
 }
